@@ -1,0 +1,220 @@
+//! The one wasmtime `Engine`, its linker, the compiled-component cache and the epoch clock.
+//!
+//! - Pooling allocator: instance slots are reserved up front, so a fresh instance per invocation
+//!   costs microseconds; memories start from copy-on-write images of the component's data.
+//! - Epoch interruption: a background thread advances the engine's epoch every [`EPOCH_TICK`]; each
+//!   store gets a deadline in ticks, so an infinite loop is stopped without fuel's per-instruction
+//!   cost.
+//! - Compiled components are cached on disk under the SHA-256 of their bytes and the engine's
+//!   compatibility hash, so a control plane restart loads plugins without recompiling them.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::plugin::PluginError;
+use crate::state::RunState;
+
+/// Granularity of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Instances that may exist at once (the pool's size).
+    pub max_instances: u32,
+    /// The largest linear memory any invocation may be given.
+    pub max_memory: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            cache_dir: None,
+            max_instances: 64,
+            max_memory: 1 << 30,
+        }
+    }
+}
+
+/// Counts of how components were obtained.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    pub compiled: AtomicU64,
+    pub loaded_from_cache: AtomicU64,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    options: RuntimeOptions,
+    stats: CacheStats,
+    stop_clock: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn new(options: RuntimeOptions) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        let slots = options.max_instances;
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 8)
+            .max_memory_size(options.max_memory)
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        crate::bindings::add_to_linker(&mut linker)?;
+
+        if let Some(dir) = &options.cache_dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("cannot create component cache {}: {e}", dir.display())
+            })?;
+        }
+
+        let stop_clock = Arc::new(AtomicBool::new(false));
+        let (clock_engine, stop) = (engine.clone(), stop_clock.clone());
+        std::thread::Builder::new()
+            .name("berth-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    clock_engine.increment_epoch();
+                }
+            })?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            options,
+            stats: CacheStats::default(),
+            stop_clock,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<RunState> {
+        &self.linker
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Deadline in epoch ticks, rounded up, at least one.
+    pub(crate) fn ticks(deadline: Duration) -> u64 {
+        (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
+    }
+
+    /// Compiles `bytes` (or loads the compiled code from the cache). Returns the component, the
+    /// SHA-256 of the bytes and whether it came from the cache.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, String, bool), PluginError> {
+        check_header(bytes)?;
+        let hash = hex::encode(Sha256::digest(bytes));
+        let cached = self.cache_path(&hash);
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the cache directory belongs to the control plane and holds only files this
+            // function wrote via `Component::serialize`, named by the hash of their source and of
+            // the engine's configuration; wasmtime checks the compatibility header again on load.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
+            if let Ok(component) = loaded {
+                self.stats.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
+                return Ok((component, hash, true));
+            }
+            // A stale or damaged entry: fall through, recompile and replace it.
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        self.stats.compiled.fetch_add(1, Ordering::Relaxed);
+        if let Some(path) = &cached {
+            // A cache that cannot be written costs speed, not correctness.
+            let _ = write_atomically(path, &component);
+        }
+        Ok((component, hash, false))
+    }
+
+    fn cache_path(&self, hash: &str) -> Option<PathBuf> {
+        let dir = self.options.cache_dir.as_ref()?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        Some(dir.join(format!("{hash}-{:016x}.cwasm", hasher.finish())))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_clock.store(true, Ordering::Relaxed);
+    }
+}
+
+fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
+    let bytes = component.serialize()?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Tells a component from a core module and from anything else, before the compiler does.
+fn check_header(bytes: &[u8]) -> Result<(), PluginError> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    const CORE: [u8; 4] = [1, 0, 0, 0];
+    const COMPONENT: [u8; 4] = [0x0d, 0, 1, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(PluginError::NotAComponent(
+            "not a WebAssembly component: the file does not start with the WebAssembly magic bytes"
+                .into(),
+        ));
+    }
+    let version: [u8; 4] = bytes[4..8].try_into().expect("length checked above");
+    match version {
+        v if v == COMPONENT => Ok(()),
+        v if v == CORE => Err(PluginError::NotAComponent(
+            "not a WebAssembly component: this is a core module; build the plugin for wasm32-wasip2 \
+             with berth-sdk, which produces a component"
+                .into(),
+        )),
+        v => Err(PluginError::NotAComponent(format!(
+            "not a WebAssembly component: unknown binary version {v:02x?}"
+        ))),
+    }
+}

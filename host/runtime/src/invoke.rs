@@ -1,0 +1,253 @@
+//! One call into one plugin: a fresh store and instance, every limit set, the outcome classified.
+//!
+//! A trapped instance is poisoned, and state left in an instance by one run must not leak into the
+//! next, so nothing is reused between invocations but the compiled code. Whatever goes wrong — a
+//! trap, the deadline, a limit, a denial the plugin passed on — comes back as a precise
+//! [`InvokeError`]; the host and other invocations carry on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Store;
+
+use crate::audit::AuditSink;
+use crate::bindings::types::{Error as WitError, Event, RunInfo, Verdict};
+use crate::engine::Runtime;
+use crate::grants::{EnvRef, Grant, Rights};
+use crate::limits::{LimitExceeded, Limits};
+use crate::plugin::{Description, Plugin};
+use crate::runlog::{Level, LogSink, RunEvent};
+use crate::settings::Settings;
+use crate::state::{RunState, StateParts};
+
+/// What a caller says about the call: which run, under which grants, with which sinks and limits.
+#[derive(Clone)]
+pub struct Invocation {
+    pub run: RunInfo,
+    pub grants: Arc<Vec<Grant>>,
+    pub settings: Arc<Settings>,
+    /// The run's workspace directory; `files` calls fail without one.
+    pub workspace: Option<PathBuf>,
+    pub audit: Arc<dyn AuditSink>,
+    pub log: Arc<dyn LogSink>,
+    pub limits: Limits,
+}
+
+impl Invocation {
+    pub fn env_ref(&self) -> EnvRef {
+        let env = &self.run.environment;
+        EnvRef {
+            organization: env.organization.clone(),
+            project: env.project.clone(),
+            environment: env.name.clone(),
+        }
+    }
+}
+
+/// How an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("{plugin}: timed out after {after:?}")]
+    Timeout { plugin: String, after: Duration },
+    #[error("{plugin}: {limit}")]
+    Limit {
+        plugin: String,
+        limit: LimitExceeded,
+    },
+    #[error("{plugin}: trapped: {message}")]
+    Trap { plugin: String, message: String },
+    #[error("{plugin}: returned {error}")]
+    Plugin { plugin: String, error: WitError },
+    #[error("{plugin}: cannot instantiate: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("{plugin}: is a {role} plugin, not a {wanted} plugin")]
+    WrongRole {
+        plugin: String,
+        role: &'static str,
+        wanted: &'static str,
+    },
+}
+
+impl InvokeError {
+    /// The WIT error the plugin returned, if that is how it failed.
+    pub fn plugin_error(&self) -> Option<&WitError> {
+        match self {
+            InvokeError::Plugin { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A store for one invocation of `description`'s plugin.
+pub(crate) fn new_store(
+    runtime: &Runtime,
+    description: &Arc<Description>,
+    invocation: &Invocation,
+) -> Store<RunState> {
+    let env = invocation.env_ref();
+    let rights = Rights::effective(
+        &description.capabilities,
+        &invocation.grants,
+        &description.name,
+        &env,
+    );
+    let parts = StateParts {
+        description: description.clone(),
+        run_id: invocation.run.id.clone(),
+        env,
+        rights,
+        settings: invocation.settings.clone(),
+        workspace_root: invocation.workspace.clone(),
+        audit: invocation.audit.clone(),
+        log: invocation.log.clone(),
+    };
+    let mut store = Store::new(
+        runtime.engine(),
+        RunState::new(parts, invocation.limits.clone()),
+    );
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(Runtime::ticks(invocation.limits.deadline));
+    store.epoch_deadline_trap();
+    store
+}
+
+/// Runs `call` against a fresh store under the invocation's deadline, then forwards the plugin's
+/// stdout/stderr to the run log and classifies any failure.
+pub(crate) async fn sandboxed<R, F>(
+    runtime: &Runtime,
+    description: &Arc<Description>,
+    invocation: &Invocation,
+    call: F,
+) -> Result<R, InvokeError>
+where
+    F: AsyncFnOnce(&mut Store<RunState>) -> wasmtime::Result<R>,
+{
+    let mut store = new_store(runtime, description, invocation);
+    let deadline = invocation.limits.deadline;
+    // The epoch deadline stops guest code; this stops a host call that would outlive the deadline.
+    let outcome = match tokio::time::timeout(deadline + EPOCH_GRACE, call(&mut store)).await {
+        Ok(result) => result,
+        Err(_) => Err(wasmtime::Error::new(wasmtime::Trap::Interrupt)),
+    };
+    let plugin = store.data().plugin.clone();
+    let (stdout, stderr) = store.data().output();
+    forward_output(&invocation.log, &plugin, &stdout, Level::Info);
+    forward_output(&invocation.log, &plugin, &stderr, Level::Warn);
+    outcome.map_err(|err| classify(err, store.data(), &stderr, deadline))
+}
+
+/// How long past its deadline a host call may run before the invocation is abandoned.
+const EPOCH_GRACE: Duration = Duration::from_millis(500);
+
+fn forward_output(log: &Arc<dyn LogSink>, plugin: &str, text: &str, level: Level) {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        log.event(RunEvent::Log {
+            at: std::time::SystemTime::now(),
+            plugin: plugin.to_string(),
+            level,
+            message: line.to_string(),
+        });
+    }
+}
+
+fn classify(
+    err: wasmtime::Error,
+    state: &RunState,
+    stderr: &str,
+    deadline: Duration,
+) -> InvokeError {
+    let plugin = state.plugin.clone();
+    if let Some(limit) = &state.limiter.refused {
+        return InvokeError::Limit {
+            plugin,
+            limit: limit.clone(),
+        };
+    }
+    if let Some(limit) = err.chain().find_map(|e| e.downcast_ref::<LimitExceeded>()) {
+        return InvokeError::Limit {
+            plugin,
+            limit: limit.clone(),
+        };
+    }
+    if matches!(
+        err.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        return InvokeError::Timeout {
+            plugin,
+            after: deadline,
+        };
+    }
+    let mut message = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{err:#}"),
+    };
+    // A Rust guest prints its panic message to stderr before aborting: that is the reason.
+    if let Some(panic) = stderr.lines().rev().find(|l| l.contains("panicked at")) {
+        let detail = stderr
+            .lines()
+            .skip_while(|l| !l.contains("panicked at"))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        message = format!(
+            "{message} ({})",
+            if detail.is_empty() {
+                panic.to_string()
+            } else {
+                detail
+            }
+        );
+    }
+    InvokeError::Trap { plugin, message }
+}
+
+fn check_returned(state: &RunState, what: &'static str, size: usize) -> wasmtime::Result<()> {
+    let limit = state.limits.returned_bytes;
+    if size > limit {
+        return Err(wasmtime::Error::new(LimitExceeded::Returned {
+            what,
+            size,
+            limit,
+        }));
+    }
+    Ok(())
+}
+
+impl Plugin {
+    /// Delivers `event` to this hook plugin and returns its verdict.
+    pub async fn handle(
+        &self,
+        runtime: &Runtime,
+        invocation: &Invocation,
+        event: &Event,
+    ) -> Result<Verdict, InvokeError> {
+        let Some(hook) = &self.hook else {
+            return Err(InvokeError::WrongRole {
+                plugin: self.description.label(),
+                role: crate::plugin::role_name(self.description.role),
+                wanted: "hook",
+            });
+        };
+        let answer = sandboxed(runtime, &self.description, invocation, async |store| {
+            let instance = hook.instantiate_async(&mut *store).await?;
+            let answer = instance
+                .berth_plugin_hook_handler()
+                .call_handle(&mut *store, event)
+                .await?;
+            if let Ok(Verdict::Abort(reason)) = &answer {
+                check_returned(store.data(), "abort reason", reason.len())?;
+            }
+            if let Err(error) = &answer {
+                check_returned(store.data(), "error message", error.message().len())?;
+            }
+            Ok(answer)
+        })
+        .await?;
+        answer.map_err(|error| InvokeError::Plugin {
+            plugin: self.description.label(),
+            error,
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! `files`: the run's workspace directory, through cap-std.
+//!
+//! The workspace is opened once per invocation as a capability (`cap_std::fs::Dir`); every path the
+//! plugin names is resolved beneath it, so `..`, absolute paths and symlinks cannot lead outside.
+//! Capability `files`.
+
+use std::io;
+
+use cap_std::fs::Dir;
+use wasmtime::component::Resource;
+
+use super::blobs::{Blob, blocking};
+use super::io_error;
+use crate::bindings::files::{Entry, Host};
+use crate::bindings::types::Error;
+use crate::grants::Capability;
+use crate::state::{Fault, RunState};
+
+impl RunState {
+    /// The door of every `files` call: the grant, then the workspace itself.
+    fn workspace(&mut self, call: &str) -> Result<&Dir, Fault> {
+        self.gate(&Capability::FILES, call)?;
+        if self.workspace.is_none() {
+            let Some(root) = &self.workspace_root else {
+                return Err(Error::unsupported(format!(
+                    "{call}: this invocation has no workspace"
+                ))
+                .into());
+            };
+            let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority())
+                .map_err(|e| Error::failed(format!("cannot open the run workspace: {e}")))?;
+            self.workspace = Some(dir);
+        }
+        Ok(self.workspace.as_ref().expect("opened above"))
+    }
+}
+
+impl Host for RunState {
+    async fn read(&mut self, path: String) -> Result<Vec<u8>, Fault> {
+        let limit = self.limits.read_bytes as u64;
+        let dir = self.workspace("files.read")?;
+        let size = dir
+            .metadata(&path)
+            .map_err(|e| io_error("files.read", &path, e))?
+            .len();
+        if size > limit {
+            return Err(Error::invalid(format!(
+                "files.read {path:?}: {size} bytes is over the limit of {limit} bytes; open it as a blob"
+            ))
+            .into());
+        }
+        dir.read(&path)
+            .map_err(|e| io_error("files.read", &path, e))
+    }
+
+    async fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), Fault> {
+        let dir = self.workspace("files.write")?;
+        dir.write(&path, data)
+            .map_err(|e| io_error("files.write", &path, e))
+    }
+
+    async fn list_dir(&mut self, path: String) -> Result<Vec<Entry>, Fault> {
+        let dir = self.workspace("files.list-dir")?;
+        let mut entries = Vec::new();
+        for entry in dir
+            .read_dir(&path)
+            .map_err(|e| io_error("files.list-dir", &path, e))?
+        {
+            let entry = entry.map_err(|e| io_error("files.list-dir", &path, e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| io_error("files.list-dir", &path, e))?;
+            entries.push(Entry {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                is_dir: meta.is_dir(),
+                size: meta.len(),
+            });
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    async fn create_dir(&mut self, path: String) -> Result<(), Fault> {
+        let dir = self.workspace("files.create-dir")?;
+        dir.create_dir_all(&path)
+            .map_err(|e| io_error("files.create-dir", &path, e))
+    }
+
+    async fn remove(&mut self, path: String) -> Result<(), Fault> {
+        let dir = self.workspace("files.remove")?;
+        let meta = dir
+            .symlink_metadata(&path)
+            .map_err(|e| io_error("files.remove", &path, e))?;
+        let removed = if meta.is_dir() {
+            dir.remove_dir_all(&path)
+        } else {
+            dir.remove_file(&path)
+        };
+        removed.map_err(|e| io_error("files.remove", &path, e))
+    }
+
+    async fn exists(&mut self, path: String) -> Result<bool, Fault> {
+        let dir = self.workspace("files.exists")?;
+        dir.try_exists(&path)
+            .map_err(|e| io_error("files.exists", &path, e))
+    }
+
+    async fn save(&mut self, path: String, data: Resource<Blob>) -> Result<u64, Fault> {
+        let file = self
+            .workspace("files.save")?
+            .create(&path)
+            .map_err(|e| io_error("files.save", &path, e))?
+            .into_std();
+        let mut reader = self
+            .get(&data)?
+            .reader()
+            .map_err(|e| io_error("files.save", &path, e))?;
+        blocking(move || {
+            let mut out = io::BufWriter::new(file);
+            let n = io::copy(&mut reader, &mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            Ok(n)
+        })
+        .await
+        .map_err(|e| io_error("files.save", &path, e))
+    }
+
+    async fn open(&mut self, path: String) -> Result<Resource<Blob>, Fault> {
+        let limit = self.limits.blob_bytes;
+        let file = self
+            .workspace("files.open")?
+            .open(&path)
+            .map_err(|e| io_error("files.open", &path, e))?
+            .into_std();
+        let blob = blocking(move || {
+            let mut blob = Blob::new(limit);
+            blob.fill_from(file)?;
+            Ok(blob)
+        })
+        .await
+        .map_err(|e| io_error("files.open", &path, e))?;
+        self.push(blob)
+    }
+}

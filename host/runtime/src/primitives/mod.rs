@@ -1,0 +1,44 @@
+//! The host side of each WIT interface: one module per interface, the same shape in each.
+//!
+//! Every function opens with the door — [`RunState::gate`] for capability-bound calls (budget,
+//! grant, audit), [`RunState::charge`] for the always-available ones — then does the real work.
+//! Interfaces whose backends are not built yet (`ssh`, `docker`, `database`, `storage`, `git`) still
+//! link, so plugins importing them load, but every call answers `unsupported` after the grant check:
+//! the host never pretends to have done something.
+
+pub mod blobs;
+pub mod config;
+pub mod database;
+pub mod docker;
+pub mod files;
+pub mod git;
+pub mod log;
+pub mod secrets;
+pub mod ssh;
+pub mod storage;
+
+use crate::bindings::types::Error;
+use crate::grants::Capability;
+use crate::state::{Fault, RunState};
+
+/// The answer of a declared-but-unbuilt primitive: checked like a real one, then `unsupported`.
+pub(crate) fn not_built_yet<T>(
+    state: &mut RunState,
+    cap: &Capability,
+    call: &str,
+) -> Result<T, Fault> {
+    state.gate(cap, call)?;
+    Err(Error::unsupported(format!("{call} is not implemented by this host yet")).into())
+}
+
+/// Maps an I/O error on a plugin-named path to the WIT error a plugin can act on.
+pub(crate) fn io_error(call: &str, path: &str, err: std::io::Error) -> Fault {
+    use std::io::ErrorKind::*;
+    let msg = format!("{call} {path:?}: {err}");
+    Fault::Guest(match err.kind() {
+        NotFound => Error::not_found(msg),
+        PermissionDenied | InvalidInput | AlreadyExists | IsADirectory | NotADirectory
+        | DirectoryNotEmpty => Error::invalid(msg),
+        _ => Error::failed(msg),
+    })
+}
