@@ -1,4 +1,5 @@
-//! A customer-style hook plugin: greets before the health check and lets the deploy continue.
+//! A customer-style hook plugin: greets before the health check (and on failure) and lets the
+//! operation continue.
 //! Build: `cargo build --release --target wasm32-wasip2 -p hello-hook`.
 
 use berth_sdk::prelude::*;
@@ -10,6 +11,7 @@ impl Plugin for Hello {
         Description::hook("hello-hook", env!("CARGO_PKG_VERSION"))
             .summary("Logs a greeting before the health check")
             .on("before:health-check")
+            .on("on-failure")
             .config_key("greeting", "What to say", Some("hello"))
     }
 }

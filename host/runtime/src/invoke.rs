@@ -57,7 +57,7 @@ pub enum InvokeError {
     },
     #[error("{plugin}: trapped: {message}")]
     Trap { plugin: String, message: String },
-    #[error("{plugin}: returned {error}")]
+    #[error("{plugin}: returned {kind}: {message}", kind = error.kind(), message = error.message())]
     Plugin { plugin: String, error: WitError },
     #[error("{plugin}: cannot instantiate: {message}")]
     Instantiate { plugin: String, message: String },
@@ -237,10 +237,10 @@ impl Plugin {
                 .call_handle(&mut *store, event)
                 .await?;
             if let Ok(Verdict::Abort(reason)) = &answer {
-                check_returned(store.data(), "abort reason", reason.len())?;
+                check_returned(store.data(), "an abort reason", reason.len())?;
             }
             if let Err(error) = &answer {
-                check_returned(store.data(), "error message", error.message().len())?;
+                check_returned(store.data(), "an error message", error.message().len())?;
             }
             Ok(answer)
         })

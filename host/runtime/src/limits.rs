@@ -76,7 +76,7 @@ pub enum LimitExceeded {
     Log(usize),
     #[error("wrote more than the limit of {limit} bytes to {stream}")]
     Output { stream: &'static str, limit: usize },
-    #[error("returned a {what} of {size} bytes, over the limit of {limit} bytes")]
+    #[error("returned {what} of {size} bytes, over the limit of {limit} bytes")]
     Returned {
         what: &'static str,
         size: usize,

@@ -35,6 +35,14 @@ impl RunState {
     }
 }
 
+/// Writes create missing parent directories, as plugin authors expect of a scratch directory.
+fn ensure_parent(dir: &Dir, path: &str) -> io::Result<()> {
+    match std::path::Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => dir.create_dir_all(parent),
+        _ => Ok(()),
+    }
+}
+
 impl Host for RunState {
     async fn read(&mut self, path: String) -> Result<Vec<u8>, Fault> {
         let limit = self.limits.read_bytes as u64;
@@ -55,6 +63,7 @@ impl Host for RunState {
 
     async fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), Fault> {
         let dir = self.workspace("files.write")?;
+        ensure_parent(dir, &path).map_err(|e| io_error("files.write", &path, e))?;
         dir.write(&path, data)
             .map_err(|e| io_error("files.write", &path, e))
     }
@@ -106,8 +115,9 @@ impl Host for RunState {
     }
 
     async fn save(&mut self, path: String, data: Resource<Blob>) -> Result<u64, Fault> {
-        let file = self
-            .workspace("files.save")?
+        let dir = self.workspace("files.save")?;
+        ensure_parent(dir, &path).map_err(|e| io_error("files.save", &path, e))?;
+        let file = dir
             .create(&path)
             .map_err(|e| io_error("files.save", &path, e))?
             .into_std();

@@ -1,1 +1,108 @@
+//! A hook plugin that misbehaves on purpose, one way per hook point, so tests can show the sandbox
+//! holds: `before:spin` loops forever, `before:hog-memory` allocates without end, `before:touch-files`
+//! uses the workspace (denied unless `files` is granted), `before:read-secret` reads a secret,
+//! `before:flood-log` / `before:flood-stdout` write far more than allowed, `before:big-answer` returns
+//! a huge abort reason, `before:hostcalls` calls the host without end, `before:hoard-blobs` holds
+//! blobs without end, `before:panic` panics. On `on-failure` it continues, or aborts when the payload
+//! says `"abort"`.
 
+use berth_sdk::blobs::Blob;
+use berth_sdk::prelude::*;
+use berth_sdk::{config, files, secrets};
+
+struct Misbehave;
+
+const POINTS: [&str; 10] = [
+    "before:spin",
+    "before:hog-memory",
+    "before:touch-files",
+    "before:read-secret",
+    "before:flood-log",
+    "before:flood-stdout",
+    "before:big-answer",
+    "before:hostcalls",
+    "before:hoard-blobs",
+    "before:panic",
+];
+
+impl Plugin for Misbehave {
+    fn describe() -> Description {
+        let mut d = Description::hook("misbehave", env!("CARGO_PKG_VERSION"))
+            .summary("Misbehaves on purpose (sandbox tests)")
+            .priority(-5)
+            .capability("files")
+            .capability("secret:token")
+            .on("on-failure");
+        for point in POINTS {
+            d = d.on(point);
+        }
+        d
+    }
+}
+
+impl Hook for Misbehave {
+    fn handle(event: Event) -> Result<Verdict, Error> {
+        match event.point.as_str() {
+            "before:spin" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "before:hog-memory" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "before:touch-files" => {
+                files::write("notes/hello.txt", b"written by misbehave")?;
+                let back = files::read("notes/hello.txt")?;
+                info!("read back {} bytes", back.len());
+                match files::read("../outside.txt") {
+                    Err(e) => info!("escape refused: {e:?}"),
+                    Ok(_) => return Err(Error::failed("read outside the workspace")),
+                }
+                Ok(Verdict::Continue)
+            }
+            "before:read-secret" => {
+                let token = secrets::get("token")?;
+                info!("the token has {} characters", token.len());
+                Ok(Verdict::Continue)
+            }
+            "before:flood-log" => loop {
+                info!("{}", "x".repeat(1024));
+            },
+            "before:flood-stdout" => loop {
+                println!("{}", "y".repeat(1024));
+            },
+            "before:big-answer" => Ok(Verdict::abort("z".repeat(1 << 20))),
+            "before:hostcalls" => loop {
+                std::hint::black_box(config::get("anything"));
+            },
+            "before:hoard-blobs" => {
+                let mut hoard = Vec::new();
+                loop {
+                    hoard.push(Blob::new());
+                }
+            }
+            "before:panic" => panic!("misbehave panicked on purpose"),
+            "on-failure" if event.payload.contains("\"abort\"") => {
+                Ok(Verdict::abort("misbehave refuses to let this pass"))
+            }
+            "on-failure" => {
+                info!(
+                    "misbehave saw the failure: {}",
+                    event.failure.unwrap_or_default()
+                );
+                Ok(Verdict::Continue)
+            }
+            other => Err(Error::invalid(format!(
+                "misbehave has no behaviour for {other}"
+            ))),
+        }
+    }
+}
+
+berth_sdk::export!(hook: Misbehave);
