@@ -15,6 +15,7 @@ mod base {
         imports: { default: async | trappable },
         exports: { default: async },
         trappable_error_type: { "berth:plugin/types.error" => crate::state::Fault },
+        additional_derives: [PartialEq],
         with: {
             "berth:plugin/blobs.blob": crate::primitives::blobs::Blob,
             "berth:plugin/storage.connection": crate::primitives::storage::Connection,

@@ -1,1 +1,102 @@
+//! Shared helpers of the end-to-end tests: finding the built plugin components, and a run harness.
+//!
+//! Components are built by `./dev build` (and so by `./dev test`) into
+//! `target/wasm32-wasip2/release`; `BERTH_WASM_DIR` overrides where they are looked for. A missing
+//! component fails the test with the command that builds it.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_runtime::{
+    Capability, Environment, Event, Grant, Invocation, Limits, MemoryAudit, MemoryLog, RunInfo,
+    Scope, Server, Settings, Stage,
+};
+
+/// The path of a built component, e.g. `component("hello_hook")`.
+pub fn component(name: &str) -> PathBuf {
+    let dir = std::env::var_os("BERTH_WASM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip2/release")
+        });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "component {} is missing: build the plugins first with `./dev build` (or run all tests with `./dev test`)",
+        path.display()
+    );
+    path
+}
+
+/// An environment for tests: `acme/shop/<name>`.
+pub fn environment(name: &str) -> Environment {
+    Environment {
+        organization: "acme".into(),
+        project: "shop".into(),
+        name: name.into(),
+        stage: Stage::Staging,
+        odoo_version: "17.0".into(),
+        branch: Some("main".into()),
+        server: Server {
+            name: "test".into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+        },
+    }
+}
+
+/// A run harness: the invocation plus the sinks tests look at.
+pub struct Harness {
+    pub invocation: Invocation,
+    pub log: Arc<MemoryLog>,
+    pub audit: Arc<MemoryAudit>,
+    pub workspace: tempfile::TempDir,
+}
+
+impl Harness {
+    /// A run about `acme/shop/<env>`, with `grants` given to `plugin` for exactly that environment.
+    pub fn new(env: &str, plugin: &str, grants: &[&str]) -> Self {
+        let log = Arc::new(MemoryLog::default());
+        let audit = Arc::new(MemoryAudit::default());
+        let workspace = tempfile::tempdir().expect("a temporary workspace");
+        let scope = Scope::environment("acme", "shop", env);
+        let grants = grants
+            .iter()
+            .map(|g| Grant {
+                plugin: plugin.into(),
+                capability: g.parse::<Capability>().expect("a known capability"),
+                scope: scope.clone(),
+            })
+            .collect();
+        let invocation = Invocation {
+            run: RunInfo {
+                id: "run-1".into(),
+                operation: "redeploy".into(),
+                environment: environment(env),
+            },
+            grants: Arc::new(grants),
+            settings: Arc::new(Settings::default()),
+            workspace: Some(workspace.path().to_path_buf()),
+            audit: audit.clone(),
+            log: log.clone(),
+            limits: Limits::default(),
+        };
+        Harness {
+            invocation,
+            log,
+            audit,
+            workspace,
+        }
+    }
+
+    /// An event at `point` for this harness's run.
+    pub fn event(&self, point: &str, payload: &str) -> Event {
+        Event {
+            point: point.into(),
+            run: self.invocation.run.clone(),
+            step: point.split_once(':').map(|(_, s)| s.to_string()),
+            failure: None,
+            payload: payload.into(),
+        }
+    }
+}
