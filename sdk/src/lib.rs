@@ -6,26 +6,7 @@
 //! re-exported here ([`files`], [`blobs`], [`secrets`], [`config`], [`ssh`], [`docker`],
 //! [`database`], [`storage`], [`git`]), each checked against the plugin's grants by the host.
 //!
-//! ```ignore
-//! use berth_sdk::prelude::*;
-//!
-//! struct Hello;
-//!
-//! impl Plugin for Hello {
-//!     fn describe() -> Description {
-//!         Description::hook("hello-hook", env!("CARGO_PKG_VERSION")).on("before:health-check")
-//!     }
-//! }
-//!
-//! impl Hook for Hello {
-//!     fn handle(event: Event) -> Result<Verdict, Error> {
-//!         info!("about to check {}", event.run.environment.name);
-//!         Ok(Verdict::Continue)
-//!     }
-//! }
-//!
-//! berth_sdk::export!(hook: Hello);
-//! ```
+//! A complete hook plugin in twenty lines is `examples/hello-hook/src/lib.rs`.
 
 #[doc(hidden)]
 pub use wit_bindgen;

@@ -4,7 +4,7 @@
 //! timeout, limit, an error the plugin returned such as a denial), 4 the file is not a valid plugin,
 //! 2 usage errors. Every failure is one line on stderr that says what happened.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,7 +110,7 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("berth").join("components"))
 }
 
-async fn load(cache: &CacheArgs, file: &PathBuf) -> Result<(Runtime, Plugin), ExitCode> {
+async fn load(cache: &CacheArgs, file: &Path) -> Result<(Runtime, Plugin), ExitCode> {
     let runtime = runtime(cache).map_err(|e| fail(EXIT_FAILED, format!("{e:#}")))?;
     let plugin = runtime
         .load_file(file)

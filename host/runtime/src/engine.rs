@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::plugin::PluginError;
 use crate::state::RunState;
+
+/// Bytes of each pooled memory kept mapped between invocations (dirty pages are reset in place).
+const KEEP_RESIDENT: usize = 2 << 20;
 
 /// Granularity of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -78,7 +81,13 @@ impl Runtime {
             .max_memory_size(options.max_memory)
             .max_core_instances_per_component(16)
             .max_memories_per_component(4)
-            .max_tables_per_component(8);
+            .max_tables_per_component(8)
+            // Reset only the pages an invocation dirtied, in place, instead of unmapping the slot
+            // and faulting pages back in on the next instantiation (Linux ≥ 6.7; ignored elsewhere).
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT / 16)
+            .async_stack_keep_resident(KEEP_RESIDENT / 16);
 
         let mut config = Config::new();
         config

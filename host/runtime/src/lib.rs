@@ -5,7 +5,8 @@
 //!
 //! - [`engine`]: one wasmtime `Engine` (pooling allocator, copy-on-write memory images, epoch
 //!   interruption) and the on-disk cache of compiled components;
-//! - [`plugin`]: loading and validating a component (world, contract version, self-description);
+//! - [`plugin`]: a validated plugin and its self-description; `loader`: compiling, checking the
+//!   world and contract version, linking, and calling `describe` on load;
 //! - [`registry`]: the set of plugins loaded from a directory;
 //! - [`invoke`]: a fresh `Store` and instance per call, with every per-invocation limit;
 //! - [`dispatch`]: running every hook subscribed to a hook point, in a deterministic order;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod grants;
 pub mod invoke;
 pub mod limits;
+mod loader;
 pub mod plugin;
 pub mod primitives;
 pub mod registry;

@@ -39,19 +39,31 @@ fn report(name: &str, mut samples: Vec<Duration>, per: u32) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(bench());
 }
 
 async fn bench() {
     let bytes = std::fs::read(component("probe")).unwrap();
     println!("probe component: {} bytes", bytes.len());
+    // `BERTH_BENCH=dispatch` runs only the dispatch loop, longer (for profiling).
+    let only_dispatch = std::env::var("BERTH_BENCH").is_ok_and(|v| v == "dispatch");
+    if !only_dispatch {
+        load_times(&bytes).await;
+    }
+    let rounds = if only_dispatch { 200_000 } else { 21_000 };
+    dispatch_times(&bytes, rounds).await;
+}
 
+async fn load_times(bytes: &[u8]) {
     let mut compile = Vec::new();
     for _ in 0..5 {
         let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
         let start = Instant::now();
-        runtime.load(&bytes).await.unwrap();
+        runtime.load(bytes).await.unwrap();
         compile.push(start.elapsed());
     }
     report("compile + validate (no cache)", compile, 1);
@@ -61,43 +73,62 @@ async fn bench() {
         cache_dir: Some(cache.path().to_path_buf()),
         ..Default::default()
     };
-    Runtime::new(options.clone()).unwrap().load(&bytes).await.unwrap();
+    Runtime::new(options.clone())
+        .unwrap()
+        .load(bytes)
+        .await
+        .unwrap();
     let mut cached = Vec::new();
     for _ in 0..20 {
         let runtime = Runtime::new(options.clone()).unwrap();
         let start = Instant::now();
-        let plugin = runtime.load(&bytes).await.unwrap();
+        let plugin = runtime.load(bytes).await.unwrap();
         cached.push(start.elapsed());
         assert!(plugin.from_cache());
     }
     report("load from disk cache + validate", cached, 1);
+}
 
+async fn dispatch_times(bytes: &[u8], rounds: usize) {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let plugin = runtime.load(&bytes).await.unwrap();
+    let plugin = runtime.load(bytes).await.unwrap();
     let mut harness = Harness::new("staging", "probe", &[]);
     harness.invocation.log = Arc::new(NullLog);
     let nothing = harness.event("before:nothing", "{}");
     let mut dispatch = Vec::new();
-    for i in 0..21_000 {
+    for i in 0..rounds {
         let start = Instant::now();
-        plugin.handle(&runtime, &harness.invocation, &nothing).await.unwrap();
+        plugin
+            .handle(&runtime, &harness.invocation, &nothing)
+            .await
+            .unwrap();
         if i >= 1_000 {
             dispatch.push(start.elapsed());
         }
     }
-    report("fresh store + instantiate + trivial hook call", dispatch.clone(), 1);
+    report(
+        "fresh store + instantiate + trivial hook call",
+        dispatch.clone(),
+        1,
+    );
 
     const CALLS: u32 = 1_000;
     let many = harness.event("before:host-calls", &CALLS.to_string());
-    let base = percentile(&{
-        let mut d = dispatch;
-        d.sort();
-        d
-    }, 0.5);
+    let base = percentile(
+        &{
+            let mut d = dispatch;
+            d.sort();
+            d
+        },
+        0.5,
+    );
     let mut calls = Vec::new();
     for i in 0..2_100 {
         let start = Instant::now();
-        plugin.handle(&runtime, &harness.invocation, &many).await.unwrap();
+        plugin
+            .handle(&runtime, &harness.invocation, &many)
+            .await
+            .unwrap();
         if i >= 100 {
             calls.push(start.elapsed().saturating_sub(base));
         }

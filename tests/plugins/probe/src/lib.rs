@@ -18,7 +18,11 @@ impl Plugin for Probe {
 impl Hook for Probe {
     fn handle(event: Event) -> Result<Verdict, Error> {
         if event.point == "before:host-calls" {
-            let n: u32 = event.payload.trim().parse().map_err(|_| Error::invalid("payload: a number"))?;
+            let n: u32 = event
+                .payload
+                .trim()
+                .parse()
+                .map_err(|_| Error::invalid("payload: a number"))?;
             for _ in 0..n {
                 std::hint::black_box(config::get("key"));
             }
