@@ -333,6 +333,27 @@ async fn host_calls_and_host_resources_are_budgeted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_declared_but_unbuilt_primitive_links_checks_the_grant_and_answers_unsupported() {
+    let (denied, h) = misbehave("before:ssh", &[], |_| {}).await;
+    assert!(matches!(
+        denied.unwrap_err().plugin_error(),
+        Some(WitError::Denied(_))
+    ));
+    assert!(!h.audit.records()[0].allowed);
+    let (unsupported, h) = misbehave("before:ssh", &["ssh.exec"], |_| {}).await;
+    match unsupported.unwrap_err().plugin_error() {
+        Some(WitError::Unsupported(msg)) => {
+            assert_eq!(msg, "ssh.exec is not implemented by this host yet")
+        }
+        other => panic!("expected unsupported, got {other:?}"),
+    }
+    assert!(
+        h.audit.records()[0].allowed,
+        "the allowed attempt is audited too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_panic_is_a_trap_that_names_the_panic() {
     let (outcome, h) = misbehave("before:panic", &[], |_| {}).await;
     match outcome {
@@ -377,6 +398,27 @@ async fn files_that_are_not_plugins_are_refused_precisely() {
         Err(PluginError::UnknownWorld(msg)) => assert!(msg.contains("frobnicate"), "{msg}"),
         other => panic!("expected unknown world, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lifecycle_plugin_is_recognised_by_its_world_and_is_not_a_hook() {
+    let rt = runtime();
+    let plugin = load(&rt, "steps").await;
+    assert_eq!(plugin.description().role, berth_runtime::Role::Lifecycle);
+    assert!(
+        plugin
+            .exports()
+            .iter()
+            .any(|e| e == "berth:plugin/lifecycle-steps@0.1.0")
+    );
+    let h = Harness::new("staging", "steps", &[]);
+    let outcome = plugin
+        .handle(&rt, &h.invocation, &h.event("on-failure", "{}"))
+        .await;
+    assert_eq!(
+        outcome.unwrap_err().to_string(),
+        "steps@0.1.0: is a lifecycle plugin, not a hook plugin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -474,4 +516,15 @@ async fn hooks_run_in_priority_order_and_stop_at_the_first_abort() {
         .await;
     assert!(healthy.proceed(), "the registry keeps serving after a trap");
     assert_eq!(healthy.results.len(), 1);
+}
+
+/// The control plane runs invocations on a multi-threaded executor: the futures must be `Send`.
+#[allow(dead_code)]
+fn invocations_can_be_spawned(rt: &'static Runtime, plugin: &'static Plugin, h: &'static Harness) {
+    fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+    let event = h.event("on-failure", "{}");
+    spawnable(async move { plugin.handle(rt, &h.invocation, &event).await });
+    let registry: &'static Registry = Box::leak(Box::default());
+    let event = h.event("on-failure", "{}");
+    spawnable(async move { registry.dispatch(rt, &h.invocation, &event).await });
 }

@@ -3,16 +3,17 @@
 //! uses the workspace (denied unless `files` is granted), `before:read-secret` reads a secret,
 //! `before:flood-log` / `before:flood-stdout` write far more than allowed, `before:big-answer` returns
 //! a huge abort reason, `before:hostcalls` calls the host without end, `before:hoard-blobs` holds
-//! blobs without end, `before:panic` panics. On `on-failure` it continues, or aborts when the payload
+//! blobs without end, `before:panic` panics, `before:ssh` calls a primitive this host does not
+//! implement yet. On `on-failure` it continues, or aborts when the payload
 //! says `"abort"`.
 
 use berth_sdk::blobs::Blob;
 use berth_sdk::prelude::*;
-use berth_sdk::{config, files, secrets};
+use berth_sdk::{config, files, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 10] = [
+const POINTS: [&str; 11] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -23,6 +24,7 @@ const POINTS: [&str; 10] = [
     "before:hostcalls",
     "before:hoard-blobs",
     "before:panic",
+    "before:ssh",
 ];
 
 impl Plugin for Misbehave {
@@ -32,6 +34,7 @@ impl Plugin for Misbehave {
             .priority(-5)
             .capability("files")
             .capability("secret:token")
+            .capability("ssh.exec")
             .on("on-failure");
         for point in POINTS {
             d = d.on(point);
@@ -88,6 +91,16 @@ impl Hook for Misbehave {
                 }
             }
             "before:panic" => panic!("misbehave panicked on purpose"),
+            "before:ssh" => {
+                let argv = ["true".to_string()];
+                let options = ssh::ExecOptions {
+                    cwd: None,
+                    env: vec![],
+                    timeout_ms: None,
+                };
+                ssh::exec(&argv, &options)?;
+                Ok(Verdict::Continue)
+            }
             "on-failure" if event.payload.contains("\"abort\"") => {
                 Ok(Verdict::abort("misbehave refuses to let this pass"))
             }
