@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The real-server test bed: offline-built images, two SSH "servers" that reach the machine's Docker
+# engine through their own /var/run/docker.sock, and the facts tests need in target/testbed/env.
+#
+#   tests/testbed.sh up      build missing images (cached by recipe hash), start the servers
+#   tests/testbed.sh down    remove every container, volume and network the test bed created
+#
+# Images are never pulled: the base is a Debian rootfs made by mmdebstrap from Debian's packages and
+# `docker import`ed; the others are built FROM it with the legacy builder (local images only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGES=tests/images
+STATE=$PWD/target/testbed
+LABEL=berth.testbed=1
+NETWORK=berth-test-net
+SERVERS=(berth-test-server-1 berth-test-server-2)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+require_docker() {
+  if ! docker info >/dev/null 2>&1; then
+    echo "error: the Docker engine is not reachable (docker info failed). The test bed needs it:" \
+         "start dockerd (e.g. 'systemctl start docker' or 'dockerd &') and run again." >&2
+    exit 1
+  fi
+}
+
+hash_of() { cat "$@" | sha256sum | cut -c1-16; }
+
+build_images() {
+  BASE_TAG=berth-test/base:$(hash_of "$IMAGES/base.packages")
+  SERVER_TAG=berth-test/server:$(hash_of "$IMAGES/base.packages" "$IMAGES/server.Dockerfile" "$IMAGES/server-entrypoint.sh")
+  POSTGRES_TAG=berth-test/postgres:$(hash_of "$IMAGES/base.packages" "$IMAGES/postgres.Dockerfile" "$IMAGES/postgres-entrypoint.sh")
+  if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
+    if ! command -v mmdebstrap >/dev/null; then
+      say "installing mmdebstrap (Debian package) to build the base image"
+      apt-get update -qq && apt-get install -y -qq mmdebstrap >/dev/null
+    fi
+    say "building $BASE_TAG with mmdebstrap (Debian bookworm; a few minutes, once)"
+    local tarball
+    tarball=$(mktemp --suffix=.tar)
+    mmdebstrap --quiet --variant=minbase --include="$(paste -sd, "$IMAGES/base.packages")" \
+      bookworm "$tarball" http://deb.debian.org/debian
+    docker import --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+      "$tarball" "$BASE_TAG" >/dev/null
+    rm -f "$tarball"
+  fi
+  for pair in "server:$SERVER_TAG" "postgres:$POSTGRES_TAG"; do
+    local name=${pair%%:*} tag=${pair#*:}
+    if ! docker image inspect "$tag" >/dev/null 2>&1; then
+      say "building $tag"
+      DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$BASE_TAG" -f "$IMAGES/$name.Dockerfile" \
+        -t "$tag" "$IMAGES" >/dev/null
+    fi
+  done
+}
+
+wait_for_ssh() {
+  local port=$1
+  for _ in $(seq 1 100); do
+    if banner=$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port && head -c 7 <&3" 2>/dev/null) \
+       && [ "$banner" = "SSH-2.0" ]; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "error: sshd on 127.0.0.1:$port did not answer" >&2
+  exit 1
+}
+
+down() {
+  require_docker
+  local ids
+  ids=$(docker ps -aq --filter "label=$LABEL")
+  [ -z "$ids" ] || docker rm -f $ids >/dev/null
+  ids=$(docker volume ls -q --filter "label=$LABEL")
+  [ -z "$ids" ] || docker volume rm -f $ids >/dev/null
+  for net in $(docker network ls -q --filter "label=$LABEL"); do docker network rm "$net" >/dev/null; done
+}
+
+up() {
+  require_docker
+  build_images
+  down
+  mkdir -p "$STATE"
+  [ -f "$STATE/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C berth-testbed -f "$STATE/id_ed25519"
+  cp "$STATE/id_ed25519.pub" "$STATE/authorized_keys"
+  docker network create --label "$LABEL" "$NETWORK" >/dev/null
+  {
+    echo "BERTH_TEST_SSH_KEY=$STATE/id_ed25519"
+    echo "BERTH_TEST_NETWORK=$NETWORK"
+    echo "BERTH_TEST_POSTGRES_IMAGE=$POSTGRES_TAG"
+  } > "$STATE/env.tmp"
+  local i=0
+  for name in "${SERVERS[@]}"; do
+    i=$((i + 1))
+    docker run -d --name "$name" --label "$LABEL" --network "$NETWORK" -p 127.0.0.1::22 \
+      -v /var/run/docker.sock:/var/run/docker.sock \
+      -v "$STATE/authorized_keys:/berth/authorized_keys:ro" "$SERVER_TAG" >/dev/null
+    local port
+    port=$(docker port "$name" 22/tcp | head -n 1 | sed 's/.*://')
+    wait_for_ssh "$port"
+    echo "BERTH_TEST_SERVER_$i=127.0.0.1:$port"
+    echo "BERTH_TEST_SERVER_${i}_CONTAINER=$name"
+  done >> "$STATE/env.tmp"
+  mv "$STATE/env.tmp" "$STATE/env"
+  say "test bed up: $STATE/env"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down; rm -f "$STATE/env" ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
