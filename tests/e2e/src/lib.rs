@@ -100,3 +100,66 @@ impl Harness {
         }
     }
 }
+
+/// The real-server test bed started by `tests/testbed.sh up` (which `./dev test` runs).
+pub struct Testbed {
+    /// Berth's private key, authorized on every test server.
+    pub key: PathBuf,
+    /// The Docker network the servers are on.
+    pub network: String,
+    /// The PostgreSQL stand-in image.
+    pub postgres_image: String,
+    pub servers: Vec<TestServer>,
+}
+
+pub struct TestServer {
+    pub host: String,
+    pub port: u16,
+    /// The server's container, for tests that break things on purpose.
+    pub container: String,
+}
+
+/// Reads `target/testbed/env`; a test that needs the test bed fails here, saying how to start it.
+pub fn testbed() -> Testbed {
+    let path = std::env::var_os("BERTH_TESTBED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/testbed/env")
+        });
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "the real-server test bed is not running ({}: {e}); start it with `tests/testbed.sh up` \
+             (needs a Docker engine; `./dev test` starts and stops it for you)",
+            path.display()
+        )
+    });
+    let vars: std::collections::HashMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('=')).collect();
+    let var = |name: &str| -> String {
+        vars.get(name)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{name} missing from {}; restart the test bed",
+                    path.display()
+                )
+            })
+            .to_string()
+    };
+    let servers = (1..=2)
+        .map(|i| {
+            let address = var(&format!("BERTH_TEST_SERVER_{i}"));
+            let (host, port) = address.rsplit_once(':').expect("host:port");
+            TestServer {
+                host: host.into(),
+                port: port.parse().expect("a port"),
+                container: var(&format!("BERTH_TEST_SERVER_{i}_CONTAINER")),
+            }
+        })
+        .collect();
+    Testbed {
+        key: var("BERTH_TEST_SSH_KEY").into(),
+        network: var("BERTH_TEST_NETWORK"),
+        postgres_image: var("BERTH_TEST_POSTGRES_IMAGE"),
+        servers,
+    }
+}

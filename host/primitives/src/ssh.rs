@@ -1,0 +1,666 @@
+//! SSH to the servers Berth manages (russh): the transport every other primitive rides on.
+//!
+//! - One multiplexed connection per server, reused across calls and runs; a connection found closed
+//!   (or dropped under a running command) is replaced on the next call.
+//! - Host keys are pinned: the first contact records the server's key in the known-hosts file; a
+//!   different key later is refused with both fingerprints in the error.
+//! - Commands are argv: each element is quoted for the remote shell, so what a plugin passes reaches
+//!   the program as exactly one argument and is never re-interpreted. Running a script through
+//!   `sh -c` is a separate, explicit call.
+//! - Output is streamed to a sink as it arrives and only bounded tails are kept; every call has a
+//!   timeout after which the remote process is signalled and the channel closed.
+//! - Files move over SFTP as streams, so their size never matters to the host's memory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Sig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where a server is and who Berth logs in as.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The server's name in Berth (for messages).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+}
+
+impl Target {
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}@{}:{})",
+            self.name, self.user, self.host, self.port
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error(
+        "host key of {server} changed: pinned {pinned}, offered {offered}; refusing to connect \
+         (if the server was rebuilt on purpose, remove its line from {known_hosts})"
+    )]
+    HostKeyChanged {
+        server: String,
+        pinned: String,
+        offered: String,
+        known_hosts: String,
+    },
+    #[error("cannot connect to {server}: {reason}")]
+    Connect { server: String, reason: String },
+    #[error("{server} refused the key of Berth (public-key authentication failed)")]
+    Auth { server: String },
+    #[error("the connection to {server} dropped while running {what}")]
+    Dropped { server: String, what: String },
+    #[error("{what} on {server} did not finish within {after:?}; it was signalled and abandoned")]
+    Timeout {
+        server: String,
+        what: String,
+        after: Duration,
+    },
+    #[error("invalid command: {0}")]
+    Invalid(String),
+    #[error("{what} on {server}: {reason}")]
+    Remote {
+        server: String,
+        what: String,
+        reason: String,
+    },
+    #[error("cannot load the SSH key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("known-hosts file {path}: {reason}")]
+    KnownHosts { path: String, reason: String },
+}
+
+/// Which stream a chunk of output came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A command to run on a server.
+#[derive(Clone, Debug, Default)]
+pub struct Command {
+    pub argv: Vec<String>,
+    pub cwd: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub timeout: Option<Duration>,
+}
+
+impl Command {
+    pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> Self {
+        Command {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The line the remote shell receives: every piece quoted, so nothing is interpreted.
+    pub fn to_remote_line(&self) -> Result<String, SshError> {
+        if self.argv.is_empty() || self.argv[0].is_empty() {
+            return Err(SshError::Invalid("the argv is empty".into()));
+        }
+        let all = self
+            .argv
+            .iter()
+            .chain(self.cwd.iter())
+            .chain(self.env.iter().map(|(_, v)| v));
+        if all.into_iter().any(|s| s.contains('\0')) {
+            return Err(SshError::Invalid(
+                "arguments cannot contain NUL bytes".into(),
+            ));
+        }
+        let mut line = String::new();
+        if let Some(cwd) = &self.cwd {
+            line.push_str(&format!("cd -- {} && ", quote(cwd)));
+        }
+        line.push_str("exec ");
+        if !self.env.is_empty() {
+            line.push_str("env -- ");
+            for (name, value) in &self.env {
+                if !is_env_name(name) {
+                    return Err(SshError::Invalid(format!(
+                        "{name:?} is not an environment variable name"
+                    )));
+                }
+                line.push_str(&quote(&format!("{name}={value}")));
+                line.push(' ');
+            }
+        }
+        let argv: Vec<String> = self.argv.iter().map(|a| quote(a)).collect();
+        line.push_str(&argv.join(" "));
+        Ok(line)
+    }
+
+    /// A short description for messages: the program and the argument count.
+    fn what(&self) -> String {
+        match self.argv.first() {
+            Some(program) => format!("`{program}` ({} arguments)", self.argv.len() - 1),
+            None => "an empty command".into(),
+        }
+    }
+}
+
+/// POSIX shell quoting: safe characters pass, everything else is single-quoted.
+pub fn quote(arg: &str) -> String {
+    let safe = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./:=@%+,".contains(&b));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// What a command left behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// The exit status; a process killed by a signal reports 128 + the signal's number.
+    pub status: i32,
+    /// The last [`TAIL`] bytes of each stream.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// Bytes of each stream kept for the caller (all of it went to the sink).
+pub const TAIL: usize = 64 << 10;
+
+fn keep_tail(buf: &mut Vec<u8>, data: &[u8]) {
+    buf.extend_from_slice(data);
+    if buf.len() > TAIL {
+        buf.drain(..buf.len() - TAIL);
+    }
+}
+
+/// The pinned host keys, one `host:port key` line each.
+pub struct KnownHosts {
+    path: PathBuf,
+    pins: Mutex<HashMap<String, String>>,
+}
+
+impl KnownHosts {
+    pub fn open(path: &Path) -> Result<Self, SshError> {
+        let err = |reason: String| SshError::KnownHosts {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let mut pins = HashMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        {
+            let (address, key) = line
+                .split_once(' ')
+                .ok_or_else(|| err(format!("malformed line {line:?}")))?;
+            pins.insert(address.to_string(), key.trim().to_string());
+        }
+        Ok(KnownHosts {
+            path: path.to_path_buf(),
+            pins: Mutex::new(pins),
+        })
+    }
+
+    /// Checks `key` against the pin for `address`, pinning it on first contact.
+    fn check(&self, address: &str, key: &PublicKey) -> Result<(), SshError> {
+        let offered = key.to_openssh().map_err(|e| SshError::Connect {
+            server: address.into(),
+            reason: format!("unreadable host key: {e}"),
+        })?;
+        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
+        match pins.get(address) {
+            Some(pinned) if *pinned == offered => Ok(()),
+            Some(pinned) => Err(SshError::HostKeyChanged {
+                server: address.into(),
+                pinned: fingerprint_of(pinned),
+                offered: key.fingerprint(HashAlg::Sha256).to_string(),
+                known_hosts: self.path.display().to_string(),
+            }),
+            None => {
+                use std::io::Write;
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                    .and_then(|mut f| writeln!(f, "{address} {offered}").map(|()| f));
+                if let Err(e) = file.as_mut() {
+                    return Err(SshError::KnownHosts {
+                        path: self.path.display().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+                pins.insert(address.to_string(), offered);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn fingerprint_of(openssh: &str) -> String {
+    PublicKey::from_openssh(openssh)
+        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+        .unwrap_or_else(|_| "an unreadable key".into())
+}
+
+struct Verifier {
+    address: String,
+    known_hosts: Arc<KnownHosts>,
+    refusal: Arc<Mutex<Option<SshError>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match self.known_hosts.check(&self.address, &offered.public_key()) {
+            Ok(()) => Ok(true),
+            Err(refusal) => {
+                *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The SSH connections of one control plane.
+pub struct SshPool {
+    key: Arc<PrivateKey>,
+    known_hosts: Arc<KnownHosts>,
+    config: Arc<client::Config>,
+    connections: tokio::sync::Mutex<HashMap<Target, Arc<Handle<Verifier>>>>,
+    opened: AtomicU64,
+    connect_timeout: Duration,
+}
+
+/// Default per-call timeout of a command.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl SshPool {
+    /// A pool that authenticates with the private key in `key_path` and pins host keys in
+    /// `known_hosts_path`.
+    pub fn new(key_path: &Path, known_hosts_path: &Path) -> Result<Self, SshError> {
+        let key = russh::keys::load_secret_key(key_path, None).map_err(|e| SshError::Key {
+            path: key_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let config = client::Config {
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 3,
+            ..Default::default()
+        };
+        Ok(SshPool {
+            key: Arc::new(key),
+            known_hosts: Arc::new(KnownHosts::open(known_hosts_path)?),
+            config: Arc::new(config),
+            connections: Default::default(),
+            opened: AtomicU64::new(0),
+            connect_timeout: Duration::from_secs(15),
+        })
+    }
+
+    /// How many connections this pool has opened (reuse shows as a low number).
+    pub fn connections_opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// The live connection to `target`, opening one if there is none or it was closed.
+    async fn connection(&self, target: &Target) -> Result<Arc<Handle<Verifier>>, SshError> {
+        let mut connections = self.connections.lock().await;
+        if let Some(handle) = connections.get(target)
+            && !handle.is_closed()
+        {
+            return Ok(handle.clone());
+        }
+        let handle = Arc::new(self.connect(target).await?);
+        connections.insert(target.clone(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Forgets a connection that failed, so the next call reconnects.
+    async fn forget(&self, target: &Target) {
+        self.connections.lock().await.remove(target);
+    }
+
+    async fn connect(&self, target: &Target) -> Result<Handle<Verifier>, SshError> {
+        let refusal = Arc::new(Mutex::new(None));
+        let verifier = Verifier {
+            address: target.address(),
+            known_hosts: self.known_hosts.clone(),
+            refusal: refusal.clone(),
+        };
+        let connect_error = |reason: String| SshError::Connect {
+            server: target.to_string(),
+            reason,
+        };
+        let connecting = client::connect(
+            self.config.clone(),
+            (target.host.as_str(), target.port),
+            verifier,
+        );
+        let mut handle = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => {
+                return Err(connect_error(format!(
+                    "no answer within {:?}",
+                    self.connect_timeout
+                )));
+            }
+            Ok(Err(e)) => {
+                if let Some(refusal) = refusal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return Err(refusal);
+                }
+                return Err(connect_error(e.to_string()));
+            }
+            Ok(Ok(handle)) => handle,
+        };
+        let hash = handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| connect_error(e.to_string()))?
+            .flatten();
+        let auth = handle
+            .authenticate_publickey(
+                &target.user,
+                PrivateKeyWithHashAlg::new(self.key.clone(), hash),
+            )
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        if !auth.success() {
+            return Err(SshError::Auth {
+                server: target.to_string(),
+            });
+        }
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        Ok(handle)
+    }
+
+    /// Opens a session channel, reconnecting once if the cached connection turns out to be dead.
+    async fn session(&self, target: &Target) -> Result<russh::Channel<client::Msg>, SshError> {
+        for attempt in 0..2 {
+            let handle = self.connection(target).await?;
+            match handle.channel_open_session().await {
+                Ok(channel) => return Ok(channel),
+                Err(e) if attempt == 0 => {
+                    let _ = e;
+                    self.forget(target).await;
+                }
+                Err(e) => {
+                    return Err(SshError::Connect {
+                        server: target.to_string(),
+                        reason: format!("cannot open a channel: {e}"),
+                    });
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Runs `command` on `target`, streaming its output into `sink` as it arrives.
+    pub async fn exec(
+        &self,
+        target: &Target,
+        command: &Command,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, SshError> {
+        let line = command.to_remote_line()?;
+        self.run_line(target, &line, &command.what(), command.timeout, sink)
+            .await
+    }
+
+    /// Runs `script` with `sh -c` on `target` (the caller decides whether that is allowed).
+    pub async fn shell(
+        &self,
+        target: &Target,
+        script: &str,
+        timeout: Option<Duration>,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, SshError> {
+        let command = Command {
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            timeout,
+            ..Default::default()
+        };
+        let line = command.to_remote_line()?;
+        self.run_line(target, &line, "a shell script", timeout, sink)
+            .await
+    }
+
+    async fn run_line(
+        &self,
+        target: &Target,
+        line: &str,
+        what: &str,
+        timeout: Option<Duration>,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, SshError> {
+        let mut channel = self.session(target).await?;
+        let remote = |reason: String| SshError::Remote {
+            server: target.to_string(),
+            what: what.to_string(),
+            reason,
+        };
+        channel
+            .exec(true, line)
+            .await
+            .map_err(|e| remote(e.to_string()))?;
+        let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
+        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT);
+        let waited = tokio::time::timeout(timeout, async {
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        sink(Stream::Stdout, &data);
+                        keep_tail(&mut stdout, &data);
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        sink(Stream::Stderr, &data);
+                        keep_tail(&mut stderr, &data);
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status as i32),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        status = Some(128 + signal_number(&signal_name))
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            // Best effort: the remote process should not outlive the call.
+            let _ = channel.signal(Sig::KILL).await;
+            let _ = channel.close().await;
+            return Err(SshError::Timeout {
+                server: target.to_string(),
+                what: what.to_string(),
+                after: timeout,
+            });
+        }
+        match status {
+            Some(status) => Ok(Output {
+                status,
+                stdout,
+                stderr,
+            }),
+            None => {
+                self.forget(target).await;
+                Err(SshError::Dropped {
+                    server: target.to_string(),
+                    what: what.to_string(),
+                })
+            }
+        }
+    }
+
+    async fn sftp(&self, target: &Target) -> Result<russh_sftp::client::SftpSession, SshError> {
+        let channel = self.session(target).await?;
+        let failed = |reason: String| SshError::Remote {
+            server: target.to_string(),
+            what: "SFTP".into(),
+            reason,
+        };
+        channel
+            .request_subsystem(true, "sftp")
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        russh_sftp::client::SftpSession::new(channel.into_stream())
+            .await
+            .map_err(|e| failed(e.to_string()))
+    }
+
+    /// Writes everything `data` yields to `path` on `target` with permissions `mode`.
+    pub async fn upload(
+        &self,
+        target: &Target,
+        mut data: impl Read + Send,
+        path: &str,
+        mode: u32,
+    ) -> Result<u64, SshError> {
+        let sftp = self.sftp(target).await?;
+        let failed = |reason: String| SshError::Remote {
+            server: target.to_string(),
+            what: format!("upload to {path}"),
+            reason,
+        };
+        let mut file = sftp.create(path).await.map_err(|e| failed(e.to_string()))?;
+        let mut chunk = vec![0u8; 256 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = data
+                .read(&mut chunk)
+                .map_err(|e| failed(format!("reading the data: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&chunk[..n])
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            total += n as u64;
+        }
+        file.shutdown().await.map_err(|e| failed(e.to_string()))?;
+        let mut attrs = russh_sftp::protocol::FileAttributes::empty();
+        attrs.permissions = Some(mode);
+        sftp.set_metadata(path, attrs)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(total)
+    }
+
+    /// Streams the file at `path` on `target` into `sink`, chunk by chunk.
+    pub async fn download(
+        &self,
+        target: &Target,
+        path: &str,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64, SshError> {
+        let sftp = self.sftp(target).await?;
+        let failed = |reason: String| SshError::Remote {
+            server: target.to_string(),
+            what: format!("download of {path}"),
+            reason,
+        };
+        let mut file = sftp.open(path).await.map_err(|e| failed(e.to_string()))?;
+        let mut chunk = vec![0u8; 256 << 10];
+        let mut total = 0u64;
+        loop {
+            let n = file
+                .read(&mut chunk)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            sink(&chunk[..n]).map_err(|e| failed(format!("storing the data: {e}")))?;
+            total += n as u64;
+        }
+    }
+}
+
+fn signal_number(signal: &Sig) -> i32 {
+    match signal {
+        Sig::HUP => 1,
+        Sig::INT => 2,
+        Sig::QUIT => 3,
+        Sig::ILL => 4,
+        Sig::ABRT => 6,
+        Sig::FPE => 8,
+        Sig::KILL => 9,
+        Sig::USR1 => 10,
+        Sig::SEGV => 11,
+        Sig::PIPE => 13,
+        Sig::ALRM => 14,
+        Sig::TERM => 15,
+        Sig::Custom(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_every_argument_whole() {
+        assert_eq!(quote("plain-arg_1.0"), "plain-arg_1.0");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("it's"), r"'it'\''s'");
+        assert_eq!(quote("$(rm -rf /); `x`"), "'$(rm -rf /); `x`'");
+    }
+
+    #[test]
+    fn the_remote_line_quotes_cwd_env_and_argv() {
+        let cmd = Command {
+            argv: vec!["printf".into(), "%s\n".into(), "a b".into()],
+            cwd: Some("/srv/my env".into()),
+            env: vec![("GREETING".into(), "hi there".into())],
+            timeout: None,
+        };
+        assert_eq!(
+            cmd.to_remote_line().unwrap(),
+            "cd -- '/srv/my env' && exec env -- 'GREETING=hi there' printf '%s\n' 'a b'"
+        );
+        assert!(Command::new(Vec::<String>::new()).to_remote_line().is_err());
+        let bad_env = Command {
+            env: vec![("A;B".into(), "x".into())],
+            ..Command::new(["true"])
+        };
+        assert!(bad_env.to_remote_line().is_err());
+        assert!(
+            Command::new(["echo", "nul\0byte"])
+                .to_remote_line()
+                .is_err()
+        );
+    }
+}

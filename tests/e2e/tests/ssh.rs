@@ -1,0 +1,235 @@
+//! The SSH primitive against real OpenSSH servers of the test bed.
+
+use std::time::Duration;
+
+use berth_e2e::{TestServer, testbed};
+use berth_primitives::ssh::{Command, SshError, SshPool, Stream, Target};
+
+fn target(server: &TestServer) -> Target {
+    Target {
+        name: server.container.clone(),
+        host: server.host.clone(),
+        port: server.port,
+        user: "root".into(),
+    }
+}
+
+/// A pool with Berth's test key and a fresh known-hosts file.
+fn pool() -> (SshPool, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = SshPool::new(&testbed().key, &dir.path().join("known_hosts")).expect("a pool");
+    (pool, dir)
+}
+
+async fn run(
+    pool: &SshPool,
+    target: &Target,
+    command: Command,
+) -> Result<(i32, String, String), SshError> {
+    let mut streamed = Vec::new();
+    let out = pool
+        .exec(target, &command, &mut |stream, data| {
+            if stream == Stream::Stdout {
+                streamed.extend_from_slice(data)
+            }
+        })
+        .await?;
+    assert_eq!(streamed, out.stdout, "the sink saw what the tail kept");
+    Ok((
+        out.status,
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn argv_reaches_the_program_exactly_and_the_status_comes_back() {
+    let bed = testbed();
+    let server = target(&bed.servers[0]);
+    let (pool, _dir) = pool();
+    let tricky = [
+        "a b",
+        "it's",
+        "$HOME",
+        "; rm -rf / #",
+        "`id`",
+        "*",
+        "",
+        "naïve ✓",
+        "--help",
+    ];
+    let mut argv = vec!["printf", "[%s]\\n"];
+    argv.extend(tricky);
+    let (status, stdout, _) = run(&pool, &server, Command::new(argv)).await.unwrap();
+    assert_eq!(status, 0);
+    let expected: String = tricky.iter().map(|a| format!("[{a}]\n")).collect();
+    assert_eq!(stdout, expected);
+
+    let (status, _, stderr) = run(
+        &pool,
+        &server,
+        Command::new(["sh", "-c", "echo failing >&2; exit 7"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, stderr.as_str()), (7, "failing\n"));
+
+    let in_dir = Command {
+        cwd: Some("/tmp".into()),
+        env: vec![("GREETING".into(), "hi there; $(echo not run)".into())],
+        ..Command::new(["sh", "-c", "pwd; printf '%s\\n' \"$GREETING\""])
+    };
+    let (_, stdout, _) = run(&pool, &server, in_dir).await.unwrap();
+    assert_eq!(stdout, "/tmp\nhi there; $(echo not run)\n");
+
+    let (status, _, stderr) = run(&pool, &server, Command::new(["no-such-program-xyz"]))
+        .await
+        .unwrap();
+    assert_eq!(status, 127, "{stderr}");
+    assert_eq!(
+        pool.connections_opened(),
+        1,
+        "one connection carried every call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_host_key_is_refused_with_both_fingerprints() {
+    let bed = testbed();
+    let (first, second) = (target(&bed.servers[0]), target(&bed.servers[1]));
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_hosts");
+    let pool = SshPool::new(&bed.key, &known).unwrap();
+    run(&pool, &second, Command::new(["true"])).await.unwrap();
+    let pinned = std::fs::read_to_string(&known).unwrap();
+    assert_eq!(pinned.lines().count(), 1, "first contact pins the key");
+
+    // Pretend the second server's key was pinned for the first server's address.
+    let forged = pinned.replacen(
+        &format!("{}:{}", second.host, second.port),
+        &format!("{}:{}", first.host, first.port),
+        1,
+    );
+    std::fs::write(&known, forged).unwrap();
+    let pool = SshPool::new(&bed.key, &known).unwrap();
+    match run(&pool, &first, Command::new(["true"])).await {
+        Err(SshError::HostKeyChanged {
+            pinned, offered, ..
+        }) => {
+            assert!(pinned.starts_with("SHA256:") && offered.starts_with("SHA256:"));
+            assert_ne!(pinned, offered);
+        }
+        other => panic!("expected a refused host key, got {other:?}"),
+    }
+    assert_eq!(pool.connections_opened(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_client_key_is_refused() {
+    let bed = testbed();
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("stranger");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(made.success());
+    let pool = SshPool::new(&stranger, &dir.path().join("known_hosts")).unwrap();
+    let err = run(&pool, &target(&bed.servers[0]), Command::new(["true"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Auth { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_past_its_timeout_is_abandoned_and_the_connection_serves_on() {
+    let bed = testbed();
+    let server = target(&bed.servers[0]);
+    let (pool, _dir) = pool();
+    let slow = Command {
+        timeout: Some(Duration::from_millis(500)),
+        ..Command::new(["sleep", "30"])
+    };
+    let err = run(&pool, &server, slow).await.unwrap_err();
+    assert!(matches!(err, SshError::Timeout { .. }), "{err}");
+    let (status, stdout, _) = run(&pool, &server, Command::new(["echo", "still here"]))
+        .await
+        .unwrap();
+    assert_eq!((status, stdout.as_str()), (0, "still here\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_dropped_mid_command_is_reported_and_the_next_call_reconnects() {
+    let bed = testbed();
+    let server = target(&bed.servers[1]);
+    let (pool, _dir) = pool();
+    run(&pool, &server, Command::new(["true"])).await.unwrap();
+    let container = bed.servers[1].container.clone();
+    let killer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Kill every SSH session process on the server; the listener stays up.
+        let killed = tokio::process::Command::new("docker")
+            .args(["exec", &container, "pkill", "-KILL", "-f", "sshd: root@"])
+            .status()
+            .await
+            .expect("docker exec runs");
+        assert!(killed.success(), "pkill found the session");
+    });
+    let err = run(&pool, &server, Command::new(["sleep", "30"]))
+        .await
+        .unwrap_err();
+    killer.await.unwrap();
+    assert!(matches!(err, SshError::Dropped { .. }), "{err}");
+    assert!(
+        err.to_string().contains("dropped while running `sleep`"),
+        "{err}"
+    );
+    let (status, stdout, _) = run(&pool, &server, Command::new(["echo", "back"]))
+        .await
+        .unwrap();
+    assert_eq!((status, stdout.as_str()), (0, "back\n"));
+    assert_eq!(pool.connections_opened(), 2, "one reconnection");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_travel_both_ways_over_sftp_as_streams() {
+    let bed = testbed();
+    let server = target(&bed.servers[0]);
+    let (pool, _dir) = pool();
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let path = format!("/tmp/berth-sftp-{}", std::process::id());
+    let sent = pool
+        .upload(&server, std::io::Cursor::new(data.clone()), &path, 0o640)
+        .await
+        .unwrap();
+    assert_eq!(sent, data.len() as u64);
+    let (_, mode, _) = run(&pool, &server, Command::new(["stat", "-c", "%a %s", &path]))
+        .await
+        .unwrap();
+    assert_eq!(mode, format!("640 {}\n", data.len()));
+    let mut back = Vec::new();
+    let received = pool
+        .download(&server, &path, &mut |chunk| {
+            back.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!((received, back == data), (data.len() as u64, true));
+    let missing = pool
+        .download(&server, "/nonexistent/file", &mut |_| Ok(()))
+        .await
+        .unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("download of /nonexistent/file"),
+        "{missing}"
+    );
+    run(&pool, &server, Command::new(["rm", "-f", &path]))
+        .await
+        .unwrap();
+}
