@@ -250,6 +250,7 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         audit: audit.clone() as Arc<dyn AuditSink>,
         log: Arc::new(StderrLog),
         limits,
+        server: None,
     };
 
     let outcome = plugin.handle(&runtime, &invocation, &event).await;

@@ -32,6 +32,15 @@ pub struct Invocation {
     pub audit: Arc<dyn AuditSink>,
     pub log: Arc<dyn LogSink>,
     pub limits: Limits,
+    /// How to reach the run environment's server; `ssh` calls fail without one.
+    pub server: Option<ServerAccess>,
+}
+
+/// The control plane's SSH pool and the address of the run environment's server.
+#[derive(Clone)]
+pub struct ServerAccess {
+    pub pool: Arc<berth_primitives::ssh::SshPool>,
+    pub target: berth_primitives::ssh::Target,
 }
 
 impl Invocation {
@@ -101,6 +110,7 @@ pub(crate) fn new_store(
         workspace_root: invocation.workspace.clone(),
         audit: invocation.audit.clone(),
         log: invocation.log.clone(),
+        server: invocation.server.clone(),
     };
     let mut store = Store::new(
         runtime.engine(),

@@ -36,7 +36,7 @@ pub use bindings::types::{
 pub use dispatch::{DispatchOutcome, HookResult};
 pub use engine::{Runtime, RuntimeOptions};
 pub use grants::{Capability, Grant, Scope};
-pub use invoke::{Invocation, InvokeError};
+pub use invoke::{Invocation, InvokeError, ServerAccess};
 pub use limits::Limits;
 pub use plugin::{Description, Plugin, PluginError};
 pub use registry::Registry;

@@ -153,6 +153,7 @@ impl Runtime {
             workspace: None,
             audit: Arc::new(crate::audit::MemoryAudit::default()),
             log: Arc::new(crate::runlog::MemoryLog::default()),
+            server: None,
             limits: crate::limits::Limits {
                 deadline: std::time::Duration::from_secs(5),
                 ..Default::default()

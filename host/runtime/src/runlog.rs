@@ -96,3 +96,70 @@ impl LogSink for StderrLog {
         eprintln!("{}", event.render());
     }
 }
+
+/// Turns a command's output chunks into run-log lines, up to a byte bound per command; past it one
+/// line says the rest was left out of the log (the caller still gets the tails).
+pub struct OutputLines {
+    log: std::sync::Arc<dyn LogSink>,
+    source: String,
+    limit: usize,
+    logged: usize,
+    pending: [Vec<u8>; 2],
+}
+
+impl OutputLines {
+    /// Bytes of one command's output that reach the run log.
+    pub const LIMIT: usize = 1 << 20;
+
+    pub fn new(log: std::sync::Arc<dyn LogSink>, source: String) -> Self {
+        OutputLines {
+            log,
+            source,
+            limit: Self::LIMIT,
+            logged: 0,
+            pending: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// Takes a chunk of stdout (`stderr == false`) or stderr.
+    pub fn push(&mut self, stderr: bool, data: &[u8]) {
+        let index = stderr as usize;
+        self.pending[index].extend_from_slice(data);
+        while let Some(end) = self.pending[index].iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.pending[index].drain(..=end).collect();
+            self.emit(stderr, &line[..line.len() - 1]);
+        }
+        if self.pending[stderr as usize].len() > 16 << 10 {
+            let long = std::mem::take(&mut self.pending[stderr as usize]);
+            self.emit(stderr, &long);
+        }
+    }
+
+    /// Emits what is left of unterminated lines.
+    pub fn finish(&mut self) {
+        for stderr in [false, true] {
+            let rest = std::mem::take(&mut self.pending[stderr as usize]);
+            if !rest.is_empty() {
+                self.emit(stderr, &rest);
+            }
+        }
+    }
+
+    fn emit(&mut self, stderr: bool, line: &[u8]) {
+        if self.logged > self.limit {
+            return;
+        }
+        self.logged += line.len();
+        let message = if self.logged > self.limit {
+            format!("(output past {} bytes is left out of the log)", self.limit)
+        } else {
+            String::from_utf8_lossy(line).into_owned()
+        };
+        self.log.event(RunEvent::Log {
+            at: SystemTime::now(),
+            plugin: self.source.clone(),
+            level: if stderr { Level::Warn } else { Level::Info },
+            message,
+        });
+    }
+}

@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::audit::{AuditRecord, AuditSink};
 use crate::bindings::types::{self, Error};
 use crate::grants::{Capability, EnvRef, Rights};
+use crate::invoke::ServerAccess;
 use crate::limits::{BoundedOutput, HostcallBudget, LimitExceeded, Limiter, Limits};
 use crate::plugin::Description;
 use crate::runlog::LogSink;
@@ -122,6 +123,7 @@ pub struct RunState {
     pub(crate) workspace: Option<cap_std::fs::Dir>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) log: Arc<dyn LogSink>,
+    pub(crate) server: Option<ServerAccess>,
 }
 
 /// What [`RunState::new`] needs besides the limits.
@@ -134,6 +136,7 @@ pub(crate) struct StateParts {
     pub workspace_root: Option<PathBuf>,
     pub audit: Arc<dyn AuditSink>,
     pub log: Arc<dyn LogSink>,
+    pub server: Option<ServerAccess>,
 }
 
 impl RunState {
@@ -170,6 +173,7 @@ impl RunState {
             workspace: None,
             audit: parts.audit,
             log: parts.log,
+            server: parts.server,
             limits,
         }
     }

@@ -80,6 +80,7 @@ impl Harness {
             audit: audit.clone(),
             log: log.clone(),
             limits: Limits::default(),
+            server: None,
         };
         Harness {
             invocation,

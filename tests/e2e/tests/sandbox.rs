@@ -333,7 +333,7 @@ async fn host_calls_and_host_resources_are_budgeted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_declared_but_unbuilt_primitive_links_checks_the_grant_and_answers_unsupported() {
+async fn a_primitive_without_a_server_answers_unsupported_after_the_grant_check() {
     let (denied, h) = misbehave("before:ssh", &[], |_| {}).await;
     assert!(matches!(
         denied.unwrap_err().plugin_error(),
@@ -342,9 +342,7 @@ async fn a_declared_but_unbuilt_primitive_links_checks_the_grant_and_answers_uns
     assert!(!h.audit.records()[0].allowed);
     let (unsupported, h) = misbehave("before:ssh", &["ssh.exec"], |_| {}).await;
     match unsupported.unwrap_err().plugin_error() {
-        Some(WitError::Unsupported(msg)) => {
-            assert_eq!(msg, "ssh.exec is not implemented by this host yet")
-        }
+        Some(WitError::Unsupported(msg)) => assert_eq!(msg, "ssh.exec: this run has no server"),
         other => panic!("expected unsupported, got {other:?}"),
     }
     assert!(

@@ -1,37 +1,121 @@
-//! `ssh`: declared in the contract; the backend (russh, pinned host keys, SFTP) is not built yet,
-//! so each call is checked and answered `unsupported`.
+//! `ssh`: commands and files on the run environment's server, through the control plane's SSH pool.
+//! Capabilities `ssh.exec` (argv), `ssh.shell` (a script through `sh -c`), `ssh.files` (SFTP).
+//! Output streams into the run log as it arrives; the plugin gets the exit status and the tails.
 
+use std::time::Duration;
+
+use berth_primitives::ssh::{Command, SshError, Stream};
 use wasmtime::component::Resource;
 
 use super::blobs::Blob;
-use super::not_built_yet;
 use crate::bindings::ssh::{ExecOptions, ExecResult, Host};
+use crate::bindings::types::Error;
 use crate::grants::Capability;
+use crate::invoke::ServerAccess;
+use crate::runlog::OutputLines;
 use crate::state::{Fault, RunState};
 
-impl Host for RunState {
-    async fn exec(
+/// Maps an SSH failure to the WIT error a plugin can act on.
+pub(crate) fn ssh_fault(err: SshError) -> Fault {
+    let msg = err.to_string();
+    Fault::Guest(match err {
+        SshError::Timeout { .. } => Error::Timeout(msg),
+        SshError::Invalid(_) => Error::invalid(msg),
+        SshError::Remote { reason, .. } if reason.contains("No such file") => Error::not_found(msg),
+        _ => Error::failed(msg),
+    })
+}
+
+impl RunState {
+    /// The door of every `ssh` call: the grant, then the run's server.
+    fn server(&mut self, cap: &Capability, call: &str) -> Result<ServerAccess, Fault> {
+        self.gate(cap, call)?;
+        self.server
+            .clone()
+            .ok_or_else(|| Error::unsupported(format!("{call}: this run has no server")).into())
+    }
+
+    async fn run_command(
         &mut self,
-        _argv: Vec<String>,
-        _options: ExecOptions,
+        access: ServerAccess,
+        command: Command,
+        shell: Option<String>,
     ) -> Result<ExecResult, Fault> {
-        not_built_yet(self, &Capability::SSH_EXEC, "ssh.exec")
+        let mut lines = OutputLines::new(
+            self.log.clone(),
+            format!("{} on {}", self.plugin, access.target.name),
+        );
+        let mut sink = |stream: Stream, data: &[u8]| lines.push(stream == Stream::Stderr, data);
+        let output = match shell {
+            Some(script) => {
+                access
+                    .pool
+                    .shell(&access.target, &script, command.timeout, &mut sink)
+                    .await
+            }
+            None => access.pool.exec(&access.target, &command, &mut sink).await,
+        };
+        lines.finish();
+        let output = output.map_err(ssh_fault)?;
+        Ok(ExecResult {
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+fn command(argv: Vec<String>, options: ExecOptions) -> Command {
+    Command {
+        argv,
+        cwd: options.cwd,
+        env: options.env,
+        timeout: options
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.into())),
+    }
+}
+
+impl Host for RunState {
+    async fn exec(&mut self, argv: Vec<String>, options: ExecOptions) -> Result<ExecResult, Fault> {
+        let access = self.server(&Capability::SSH_EXEC, "ssh.exec")?;
+        self.run_command(access, command(argv, options), None).await
     }
 
-    async fn shell(&mut self, _script: String, _options: ExecOptions) -> Result<ExecResult, Fault> {
-        not_built_yet(self, &Capability::SSH_SHELL, "ssh.shell")
+    async fn shell(&mut self, script: String, options: ExecOptions) -> Result<ExecResult, Fault> {
+        let access = self.server(&Capability::SSH_SHELL, "ssh.shell")?;
+        let command = command(vec!["sh".into()], options);
+        if command.cwd.is_some() || !command.env.is_empty() {
+            return Err(Error::invalid(
+                "ssh.shell: set the directory and variables in the script itself",
+            )
+            .into());
+        }
+        self.run_command(access, command, Some(script)).await
     }
 
-    async fn upload(
-        &mut self,
-        _data: Resource<Blob>,
-        _path: String,
-        _mode: u32,
-    ) -> Result<(), Fault> {
-        not_built_yet(self, &Capability::SSH_FILES, "ssh.upload")
+    async fn upload(&mut self, data: Resource<Blob>, path: String, mode: u32) -> Result<(), Fault> {
+        let access = self.server(&Capability::SSH_FILES, "ssh.upload")?;
+        let reader = self
+            .get(&data)?
+            .reader()
+            .map_err(|e| Error::failed(format!("ssh.upload: reading the blob: {e}")))?;
+        access
+            .pool
+            .upload(&access.target, reader, &path, mode)
+            .await
+            .map_err(ssh_fault)?;
+        Ok(())
     }
 
-    async fn download(&mut self, _path: String) -> Result<Resource<Blob>, Fault> {
-        not_built_yet(self, &Capability::SSH_FILES, "ssh.download")
+    async fn download(&mut self, path: String) -> Result<Resource<Blob>, Fault> {
+        let access = self.server(&Capability::SSH_FILES, "ssh.download")?;
+        let mut blob = Blob::new(self.limits.blob_bytes);
+        access
+            .pool
+            .download(&access.target, &path, &mut |chunk| blob.append(chunk))
+            .await
+            .map_err(ssh_fault)?;
+        self.push(blob)
     }
 }

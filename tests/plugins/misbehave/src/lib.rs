@@ -3,8 +3,8 @@
 //! uses the workspace (denied unless `files` is granted), `before:read-secret` reads a secret,
 //! `before:flood-log` / `before:flood-stdout` write far more than allowed, `before:big-answer` returns
 //! a huge abort reason, `before:hostcalls` calls the host without end, `before:hoard-blobs` holds
-//! blobs without end, `before:panic` panics, `before:ssh` calls a primitive this host does not
-//! implement yet. On `on-failure` it continues, or aborts when the payload
+//! blobs without end, `before:panic` panics, `before:ssh` runs the argv in its payload on the
+//! server, `before:ssh-files` sends a blob to the server and back. On `on-failure` it continues, or aborts when the payload
 //! says `"abort"`.
 
 use berth_sdk::blobs::Blob;
@@ -13,7 +13,7 @@ use berth_sdk::{config, files, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 11] = [
+const POINTS: [&str; 12] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -25,6 +25,7 @@ const POINTS: [&str; 11] = [
     "before:hoard-blobs",
     "before:panic",
     "before:ssh",
+    "before:ssh-files",
 ];
 
 impl Plugin for Misbehave {
@@ -35,6 +36,7 @@ impl Plugin for Misbehave {
             .capability("files")
             .capability("secret:token")
             .capability("ssh.exec")
+            .capability("ssh.files")
             .on("on-failure");
         for point in POINTS {
             d = d.on(point);
@@ -92,13 +94,28 @@ impl Hook for Misbehave {
             }
             "before:panic" => panic!("misbehave panicked on purpose"),
             "before:ssh" => {
-                let argv = ["true".to_string()];
+                // The payload is the argv, one argument per line ("{}" means `true`).
+                let argv: Vec<String> = match event.payload.as_str() {
+                    "{}" => vec!["true".into()],
+                    lines => lines.split('\n').map(str::to_string).collect(),
+                };
                 let options = ssh::ExecOptions {
                     cwd: None,
                     env: vec![],
                     timeout_ms: None,
                 };
-                ssh::exec(&argv, &options)?;
+                let result = ssh::exec(&argv, &options)?;
+                info!("exit {}: {}", result.status, result.stdout.trim_end());
+                Ok(Verdict::Continue)
+            }
+            "before:ssh-files" => {
+                let blob = Blob::new();
+                blob.append(b"hello from a blob")?;
+                let path = format!("/tmp/berth-plugin-{}", event.run.id);
+                ssh::upload(&blob, &path, 0o600)?;
+                let back = ssh::download(&path)?;
+                let same = back.sha256()? == blob.sha256()?;
+                info!("round trip of {} bytes, identical: {same}", back.size());
                 Ok(Verdict::Continue)
             }
             "on-failure" if event.payload.contains("\"abort\"") => {

@@ -1,0 +1,127 @@
+//! Plugins using `ssh` through the sandbox, against a real server: what a grant allows, for which
+//! environment, and what reaches the run log.
+
+use std::sync::Arc;
+
+use berth_e2e::{Harness, component, testbed};
+use berth_primitives::ssh::{SshPool, Target};
+use berth_runtime::{Runtime, RuntimeOptions, ServerAccess, Verdict, WitError};
+
+/// A harness whose run is about `env` on test server 1, with `grants` for `grant_env`.
+fn harness(env: &str, grant_env: &str, grants: &[&str], known_hosts: &std::path::Path) -> Harness {
+    let bed = testbed();
+    let server = &bed.servers[0];
+    let mut h = Harness::new(env, "misbehave", &[]);
+    h.invocation.grants = Harness::new(grant_env, "misbehave", grants)
+        .invocation
+        .grants
+        .clone();
+    h.invocation.server = Some(ServerAccess {
+        pool: Arc::new(SshPool::new(&bed.key, known_hosts).unwrap()),
+        target: Target {
+            name: "server-1".into(),
+            host: server.host.clone(),
+            port: server.port,
+            user: "root".into(),
+        },
+    });
+    h
+}
+
+async fn run(
+    h: &Harness,
+    point: &str,
+    payload: &str,
+) -> Result<Verdict, berth_runtime::InvokeError> {
+    let rt = Runtime::new(RuntimeOptions::default()).unwrap();
+    let plugin = rt.load_file(&component("misbehave")).await.unwrap();
+    plugin
+        .handle(&rt, &h.invocation, &h.event(point, payload))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_granted_plugin_runs_an_argv_on_its_environments_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(
+        "staging",
+        "staging",
+        &["ssh.exec"],
+        &dir.path().join("known_hosts"),
+    );
+    let verdict = run(&h, "before:ssh", "printf\n%s|%s\nhello world\n$(id)").await;
+    assert_eq!(verdict.unwrap(), Verdict::Continue);
+    let messages = h.log.messages();
+    assert!(
+        messages.contains(&"hello world|$(id)".to_string()),
+        "streamed output in the run log: {messages:?}"
+    );
+    assert!(
+        messages.contains(&"exit 0: hello world|$(id)".to_string()),
+        "{messages:?}"
+    );
+    let records = h.audit.records();
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0].allowed
+            && records[0].call == "ssh.exec"
+            && records[0].scope == "acme/shop/staging"
+    );
+
+    // A failing command is data for the plugin, not an error.
+    let h = harness(
+        "staging",
+        "staging",
+        &["ssh.exec"],
+        &dir.path().join("known_hosts"),
+    );
+    run(&h, "before:ssh", "sh\n-c\nexit 7").await.unwrap();
+    assert!(
+        h.log.messages().contains(&"exit 7: ".to_string()),
+        "{:?}",
+        h.log.messages()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_granted_for_environment_a_cannot_exec_for_environment_b() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(
+        "production",
+        "staging",
+        &["ssh.exec"],
+        &dir.path().join("known_hosts"),
+    );
+    let outcome = run(&h, "before:ssh", "{}").await;
+    match outcome.unwrap_err().plugin_error() {
+        Some(WitError::Denied(msg)) => assert!(msg.contains("acme/shop/production"), "{msg}"),
+        other => panic!("expected denied, got {other:?}"),
+    }
+    let records = h.audit.records();
+    assert_eq!((records.len(), records[0].allowed), (1, false));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn blobs_travel_to_the_server_and_back_without_entering_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let denied = harness("staging", "staging", &["ssh.exec"], &known_hosts);
+    let outcome = run(&denied, "before:ssh-files", "{}").await;
+    assert!(
+        matches!(
+            outcome.unwrap_err().plugin_error(),
+            Some(WitError::Denied(_))
+        ),
+        "ssh.files is its own grant"
+    );
+
+    let h = harness("staging", "staging", &["ssh.files"], &known_hosts);
+    assert_eq!(
+        run(&h, "before:ssh-files", "{}").await.unwrap(),
+        Verdict::Continue
+    );
+    assert_eq!(
+        h.log.messages(),
+        ["round trip of 17 bytes, identical: true"]
+    );
+}
