@@ -14,6 +14,9 @@ STATE=$PWD/target/testbed
 LABEL=berth.testbed=1
 NETWORK=berth-test-net
 SERVERS=(berth-test-server-1 berth-test-server-2)
+# Environments live under this directory on a server. The Docker engine resolves bind-mount paths on
+# the machine, so the servers see the machine's directory at the same path.
+DATA=/srv/berth
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -70,19 +73,22 @@ wait_for_ssh() {
 
 down() {
   require_docker
-  local ids
-  ids=$(docker ps -aq --filter "label=$LABEL")
-  [ -z "$ids" ] || docker rm -f $ids >/dev/null
-  ids=$(docker volume ls -q --filter "label=$LABEL")
-  [ -z "$ids" ] || docker volume rm -f $ids >/dev/null
-  for net in $(docker network ls -q --filter "label=$LABEL"); do docker network rm "$net" >/dev/null; done
+  local ids label
+  # The test bed's own objects, and those tests created through Berth (labelled berth.scope).
+  for label in "$LABEL" berth.scope; do
+    ids=$(docker ps -aq --filter "label=$label")
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+    ids=$(docker volume ls -q --filter "label=$label")
+    [ -z "$ids" ] || docker volume rm -f $ids >/dev/null
+    for net in $(docker network ls -q --filter "label=$label"); do docker network rm "$net" >/dev/null; done
+  done
 }
 
 up() {
   require_docker
   build_images
   down
-  mkdir -p "$STATE"
+  mkdir -p "$STATE" "$DATA"
   [ -f "$STATE/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C berth-testbed -f "$STATE/id_ed25519"
   cp "$STATE/id_ed25519.pub" "$STATE/authorized_keys"
   docker network create --label "$LABEL" "$NETWORK" >/dev/null
@@ -95,7 +101,7 @@ up() {
   for name in "${SERVERS[@]}"; do
     i=$((i + 1))
     docker run -d --name "$name" --label "$LABEL" --network "$NETWORK" -p 127.0.0.1::22 \
-      -v /var/run/docker.sock:/var/run/docker.sock \
+      -v /var/run/docker.sock:/var/run/docker.sock -v "$DATA:$DATA" \
       -v "$STATE/authorized_keys:/berth/authorized_keys:ro" "$SERVER_TAG" >/dev/null
     local port
     port=$(docker port "$name" 22/tcp | head -n 1 | sed 's/.*://')

@@ -3,6 +3,11 @@
 # POSTGRES_USER / POSTGRES_PASSWORD(_FILE) / POSTGRES_DB, listen on all addresses with password
 # auth (trust on the local socket, as the official image), then run the server as the postgres user (PostgreSQL refuses to run as root).
 set -eu
+# Like the official image: anything but `postgres` (e.g. `psql`, `pg_dump`, `sleep`) just runs.
+if [ "${1:-}" != "postgres" ]; then
+  exec "$@"
+fi
+shift
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 : "${PGDATA:=/var/lib/postgresql/data}"
@@ -32,8 +37,4 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     as_postgres pg_ctl -D "$PGDATA" -w stop >/dev/null
   fi
 fi
-if [ "${1:-}" = "postgres" ]; then
-  shift
-  exec runuser -u postgres -- postgres -D "$PGDATA" "$@"
-fi
-exec "$@"
+exec runuser -u postgres -- postgres -D "$PGDATA" "$@"

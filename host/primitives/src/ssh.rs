@@ -22,6 +22,15 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig};
+
+#[derive(Clone, Copy)]
+enum Forward<'a> {
+    Socket(&'a str),
+    Tcp(&'a str, u16),
+}
+
+/// A forwarded byte stream (Unix socket or TCP) through an SSH connection.
+pub type ChannelStream = russh::ChannelStream<client::Msg>;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where a server is and who Berth logs in as.
@@ -522,6 +531,60 @@ impl SshPool {
                 })
             }
         }
+    }
+
+    /// A byte stream to the Unix socket `path` on `target` (e.g. `/var/run/docker.sock`).
+    pub async fn open_socket(
+        &self,
+        target: &Target,
+        path: &str,
+    ) -> Result<ChannelStream, SshError> {
+        self.open_forward(target, Forward::Socket(path)).await
+    }
+
+    /// A byte stream to `host:port` as seen from `target` (e.g. a database on a Docker network).
+    pub async fn open_tcp(
+        &self,
+        target: &Target,
+        host: &str,
+        port: u16,
+    ) -> Result<ChannelStream, SshError> {
+        self.open_forward(target, Forward::Tcp(host, port)).await
+    }
+
+    /// Opens a forwarding channel, reconnecting once if the cached connection is dead.
+    async fn open_forward(
+        &self,
+        target: &Target,
+        to: Forward<'_>,
+    ) -> Result<ChannelStream, SshError> {
+        for attempt in 0..2 {
+            let handle = self.connection(target).await?;
+            let opened = match to {
+                Forward::Socket(path) => handle.channel_open_direct_streamlocal(path).await,
+                Forward::Tcp(host, port) => {
+                    handle
+                        .channel_open_direct_tcpip(host, port.into(), "127.0.0.1", 0)
+                        .await
+                }
+            };
+            match opened {
+                Ok(channel) => return Ok(channel.into_stream()),
+                Err(_) if attempt == 0 && handle.is_closed() => self.forget(target).await,
+                Err(e) => {
+                    let what = match to {
+                        Forward::Socket(path) => path.to_string(),
+                        Forward::Tcp(host, port) => format!("{host}:{port}"),
+                    };
+                    return Err(SshError::Remote {
+                        server: target.to_string(),
+                        what: format!("forwarding to {what}"),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
     }
 
     async fn sftp(&self, target: &Target) -> Result<russh_sftp::client::SftpSession, SshError> {

@@ -1,0 +1,621 @@
+//! Docker on a managed server, reached through the SSH connection (bollard over a forwarded
+//! `/var/run/docker.sock`), and fenced to one environment.
+//!
+//! Each HTTP request to the Docker API opens a direct-streamlocal channel on the pooled SSH
+//! connection and speaks HTTP/1.1 over it (upgrades kept for exec/attach), so the server needs no
+//! open Docker port and Berth needs no `docker` binary.
+//!
+//! [`EnvDocker`] is the only way plugins reach Docker: every container, volume and network it
+//! creates is named with the environment's prefix and carries labels naming the organization,
+//! project and environment; it sees only containers with those labels (others are "not found");
+//! it never asks for privileged mode, host networking, or a bind mount outside the environment's
+//! directory on the server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, HostConfig, Mount, MountType, NetworkCreateRequest,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, RestartContainerOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use futures_util::StreamExt;
+
+use crate::ssh::{Output, SshPool, Stream, TAIL, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The request is against the fence (privileged, host network, a mount outside the environment).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn failed(what: &str, err: bollard::errors::Error) -> DockerError {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => DockerError::NotFound(format!("{what}: {message}")),
+        other => DockerError::Failed(format!("{what}: {other}")),
+    }
+}
+
+/// A Docker client for `target`, every request tunnelled through `pool`.
+pub fn connect(pool: Arc<SshPool>, target: Target) -> Result<Docker, DockerError> {
+    const SOCKET: &str = "/var/run/docker.sock";
+    let transport = move |request: bollard::BollardRequest| {
+        let (pool, target) = (pool.clone(), target.clone());
+        async move {
+            let io_error = |e: String| bollard::errors::Error::IOError {
+                err: std::io::Error::other(e),
+            };
+            let stream = pool
+                .open_socket(&target, SOCKET)
+                .await
+                .map_err(|e| io_error(e.to_string()))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|e| io_error(format!("HTTP over SSH to {SOCKET}: {e}")))?;
+            tokio::spawn(connection.with_upgrades());
+            let (mut parts, body) = request.into_parts();
+            // bollard builds absolute URIs; the socket wants origin-form with a Host header.
+            let path = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            parts.uri = path
+                .parse()
+                .map_err(|e| io_error(format!("bad request path {path}: {e}")))?;
+            parts.headers.insert(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_static("docker"),
+            );
+            sender
+                .send_request(hyper::Request::from_parts(parts, body))
+                .await
+                .map_err(|err| bollard::errors::Error::HyperResponseError { err })
+        }
+    };
+    Docker::connect_with_custom_transport(
+        transport,
+        Some("http://docker"),
+        300,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .map_err(|e| DockerError::Failed(format!("cannot set up Docker over SSH: {e}")))
+}
+
+/// Which environment the fence is drawn around.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub organization: String,
+    pub project: String,
+    pub environment: String,
+    /// The environment's directory on the server; bind mounts must stay inside it.
+    pub root: String,
+}
+
+impl Scope {
+    /// The prefix of every name Berth gives this environment's objects.
+    pub fn prefix(&self) -> String {
+        format!(
+            "berth-{}-{}-{}",
+            self.organization, self.project, self.environment
+        )
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix())
+    }
+
+    fn scope_label(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.organization, self.project, self.environment
+        )
+    }
+
+    fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("berth.scope".into(), self.scope_label()),
+            ("berth.organization".into(), self.organization.clone()),
+            ("berth.project".into(), self.project.clone()),
+            ("berth.environment".into(), self.environment.clone()),
+        ])
+    }
+}
+
+/// A container Berth should create, in the environment's own terms (names without prefix).
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// (source, target, read-only): a volume name, or a path inside the environment's directory.
+    pub mounts: Vec<(String, String, bool)>,
+    pub networks: Vec<String>,
+    /// (container port, port on the server's loopback)
+    pub ports: Vec<(u16, u16)>,
+    pub restart_policy: Option<String>,
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// The name without the environment prefix.
+    pub name: String,
+    pub image: String,
+    pub state: String,
+    pub running: bool,
+    pub exit_code: Option<i32>,
+    /// (network without prefix, address)
+    pub addresses: Vec<(String, String)>,
+}
+
+fn is_short_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 48
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Lexically checks that `path` is absolute and stays inside `root` (no `..`, no `.`).
+fn inside(root: &str, path: &str) -> bool {
+    let clean = |p: &str| p.split('/').all(|c| c != ".." && c != ".");
+    path.starts_with('/')
+        && clean(path)
+        && (path == root || path.starts_with(&format!("{}/", root.trim_end_matches('/'))))
+}
+
+/// Docker, fenced to one environment.
+pub struct EnvDocker {
+    docker: Docker,
+    scope: Scope,
+}
+
+impl EnvDocker {
+    pub fn new(docker: Docker, scope: Scope) -> Self {
+        EnvDocker { docker, scope }
+    }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    pub async fn image_present(&self, image: &str) -> Result<bool, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(failed(&format!("inspecting image {image}"), e)),
+        }
+    }
+
+    /// Pulls `image` unless it is present; a pull that cannot reach a registry fails cleanly.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), DockerError> {
+        if self.image_present(image).await? {
+            return Ok(());
+        }
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut pull = self.docker.create_image(Some(options), None, None);
+        while let Some(progress) = pull.next().await {
+            let progress =
+                progress.map_err(|e| DockerError::Failed(format!("pulling {image}: {e}")))?;
+            if let Some(err) = progress.error_detail.and_then(|d| d.message) {
+                return Err(DockerError::Failed(format!("pulling {image}: {err}")));
+            }
+        }
+        match self.image_present(image).await? {
+            true => Ok(()),
+            false => Err(DockerError::Failed(format!(
+                "pulling {image} finished but the image is absent"
+            ))),
+        }
+    }
+
+    /// Creates a container for the environment; returns its id.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, DockerError> {
+        if !is_short_name(&spec.name) {
+            return Err(DockerError::Invalid(format!(
+                "container name {:?} must be lowercase letters, digits and dashes",
+                spec.name
+            )));
+        }
+        let mut mounts = Vec::new();
+        for (source, target, read_only) in &spec.mounts {
+            if !target.starts_with('/') {
+                return Err(DockerError::Invalid(format!(
+                    "mount target {target:?} must be an absolute path"
+                )));
+            }
+            let mount = if source.contains('/') {
+                if !inside(&self.scope.root, source) {
+                    return Err(DockerError::Refused(format!(
+                        "bind mount of {source:?} refused: only paths inside the environment's directory {} may be mounted",
+                        self.scope.root
+                    )));
+                }
+                Mount {
+                    typ: Some(MountType::BIND),
+                    source: Some(source.clone()),
+                    target: Some(target.clone()),
+                    read_only: Some(*read_only),
+                    ..Default::default()
+                }
+            } else {
+                if !is_short_name(source) {
+                    return Err(DockerError::Invalid(format!(
+                        "volume name {source:?} is not valid"
+                    )));
+                }
+                let volume = self.scope.full_name(source);
+                self.docker
+                    .create_volume(VolumeCreateRequest {
+                        name: Some(volume.clone()),
+                        labels: Some(self.scope.labels()),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| failed(&format!("creating volume {volume}"), e))?;
+                Mount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(volume),
+                    target: Some(target.clone()),
+                    read_only: Some(*read_only),
+                    ..Default::default()
+                }
+            };
+            mounts.push(mount);
+        }
+        let mut networks = Vec::new();
+        for network in &spec.networks {
+            if matches!(network.as_str(), "host" | "none" | "bridge" | "default")
+                || !is_short_name(network)
+            {
+                return Err(DockerError::Refused(format!(
+                    "network {network:?} refused: containers join only their environment's own networks"
+                )));
+            }
+            networks.push(self.ensure_network(network).await?);
+        }
+        let restart = match spec.restart_policy.as_deref() {
+            None | Some("no") => RestartPolicyNameEnum::NO,
+            Some("always") => RestartPolicyNameEnum::ALWAYS,
+            Some("unless-stopped") => RestartPolicyNameEnum::UNLESS_STOPPED,
+            Some("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
+            Some(other) => {
+                return Err(DockerError::Invalid(format!(
+                    "unknown restart policy {other:?}"
+                )));
+            }
+        };
+        let mut labels = self.scope.labels();
+        for (key, value) in &spec.labels {
+            if key.starts_with("berth.") {
+                return Err(DockerError::Refused(format!(
+                    "label {key:?} is reserved for Berth"
+                )));
+            }
+            labels.insert(key.clone(), value.clone());
+        }
+        let ports: HashMap<String, Option<Vec<PortBinding>>> = spec
+            .ports
+            .iter()
+            .map(|(container, host)| {
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(host.to_string()),
+                };
+                (format!("{container}/tcp"), Some(vec![binding]))
+            })
+            .collect();
+        let host_config = HostConfig {
+            mounts: Some(mounts),
+            port_bindings: Some(ports),
+            restart_policy: Some(RestartPolicy {
+                name: Some(restart),
+                maximum_retry_count: None,
+            }),
+            network_mode: networks.first().cloned(),
+            privileged: Some(false),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = self.scope.full_name(&spec.name);
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| failed(&format!("creating container {}", spec.name), e))?;
+        for network in networks.iter().skip(1) {
+            let connect = bollard::models::NetworkConnectRequest {
+                container: created.id.clone(),
+                ..Default::default()
+            };
+            self.docker
+                .connect_network(network, connect)
+                .await
+                .map_err(|e| failed(&format!("attaching {} to {network}", spec.name), e))?;
+        }
+        Ok(created.id)
+    }
+
+    /// The full name of the environment's network `name`, created (labelled) if missing.
+    pub async fn ensure_network(&self, name: &str) -> Result<String, DockerError> {
+        let full = self.scope.full_name(name);
+        if self.docker.inspect_network(&full, None).await.is_ok() {
+            return Ok(full);
+        }
+        let request = NetworkCreateRequest {
+            name: full.clone(),
+            labels: Some(self.scope.labels()),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(request)
+            .await
+            .map_err(|e| failed(&format!("creating network {name}"), e))?;
+        Ok(full)
+    }
+
+    /// Resolves one of the environment's containers; anything else is "not found".
+    async fn resolve(&self, name: &str) -> Result<String, DockerError> {
+        let not_found =
+            || DockerError::NotFound(format!("the environment has no container named {name:?}"));
+        if !is_short_name(name) {
+            return Err(not_found());
+        }
+        let full = self.scope.full_name(name);
+        match self
+            .docker
+            .inspect_container(&full, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(c) => {
+                let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+                match labels.get("berth.scope") {
+                    Some(scope) if *scope == self.scope.scope_label() => Ok(full),
+                    _ => Err(not_found()),
+                }
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Err(not_found()),
+            Err(e) => Err(failed(&format!("inspecting {name}"), e)),
+        }
+    }
+
+    pub async fn start(&self, name: &str) -> Result<(), DockerError> {
+        let full = self.resolve(name).await?;
+        self.docker
+            .start_container(&full, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| failed(&format!("starting {name}"), e))
+    }
+
+    pub async fn stop(&self, name: &str, timeout_secs: Option<u32>) -> Result<(), DockerError> {
+        let full = self.resolve(name).await?;
+        let options = StopContainerOptions {
+            t: timeout_secs.map(|t| t as i32),
+            ..Default::default()
+        };
+        match self.docker.stop_container(&full, Some(options)).await {
+            // 304: already stopped — stopping is idempotent.
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(failed(&format!("stopping {name}"), e)),
+        }
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<(), DockerError> {
+        let full = self.resolve(name).await?;
+        self.docker
+            .restart_container(&full, None::<RestartContainerOptions>)
+            .await
+            .map_err(|e| failed(&format!("restarting {name}"), e))
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), DockerError> {
+        let full = self.resolve(name).await?;
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(&full, Some(options))
+            .await
+            .map_err(|e| failed(&format!("removing {name}"), e))
+    }
+
+    pub async fn inspect(&self, name: &str) -> Result<ContainerInfo, DockerError> {
+        let full = self.resolve(name).await?;
+        let c = self
+            .docker
+            .inspect_container(&full, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| failed(&format!("inspecting {name}"), e))?;
+        let state = c.state.unwrap_or_default();
+        let prefix = format!("{}-", self.scope.prefix());
+        let addresses = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(net, endpoint)| {
+                let net = net.strip_prefix(&prefix).map(str::to_string).unwrap_or(net);
+                (net, endpoint.ip_address.unwrap_or_default())
+            })
+            .collect();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: name.to_string(),
+            image: c.config.and_then(|c| c.image).unwrap_or_default(),
+            state: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code.map(|c| c as i32),
+            addresses,
+        })
+    }
+
+    /// The environment's containers (running or not).
+    pub async fn list(&self) -> Result<Vec<ContainerInfo>, DockerError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![format!("berth.scope={}", self.scope.scope_label())],
+            )])),
+            ..Default::default()
+        };
+        let containers: Vec<ContainerSummary> = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| failed("listing containers", e))?;
+        let prefix = format!("/{}-", self.scope.prefix());
+        let mut out = Vec::new();
+        for c in containers {
+            let Some(name) = c
+                .names
+                .unwrap_or_default()
+                .iter()
+                .find_map(|n| n.strip_prefix(&prefix).map(str::to_string))
+            else {
+                continue;
+            };
+            out.push(self.inspect(&name).await?);
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The last `tail` lines of a container's output, at most [`TAIL`] bytes.
+    pub async fn logs(&self, name: &str, tail: u32) -> Result<String, DockerError> {
+        let full = self.resolve(name).await?;
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(&full, Some(options));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed(&format!("logs of {name}"), e))?;
+            text.extend_from_slice(&chunk.into_bytes());
+            if text.len() > TAIL {
+                text.drain(..text.len() - TAIL);
+            }
+        }
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// Runs `argv` in one of the environment's running containers.
+    pub async fn exec(
+        &self,
+        name: &str,
+        argv: &[String],
+        user: Option<&str>,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, DockerError> {
+        if argv.is_empty() {
+            return Err(DockerError::Invalid("the argv is empty".into()));
+        }
+        let full = self.resolve(name).await?;
+        let config = CreateExecOptions {
+            cmd: Some(argv.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            user: user.map(str::to_string),
+            ..Default::default()
+        };
+        let what = format!("exec in {name}");
+        let exec = self
+            .docker
+            .create_exec(&full, config)
+            .await
+            .map_err(|e| failed(&what, e))?;
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        if let StartExecResults::Attached { mut output, .. } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| failed(&what, e))?
+        {
+            while let Some(chunk) = output.next().await {
+                let (stream, buf, data) = match chunk.map_err(|e| failed(&what, e))? {
+                    LogOutput::StdErr { message } => (Stream::Stderr, &mut stderr, message),
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        (Stream::Stdout, &mut stdout, message)
+                    }
+                    LogOutput::StdIn { .. } => continue,
+                };
+                sink(stream, &data);
+                buf.extend_from_slice(&data);
+                if buf.len() > TAIL {
+                    buf.drain(..buf.len() - TAIL);
+                }
+            }
+        }
+        let inspected = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| failed(&what, e))?;
+        Ok(Output {
+            status: inspected.exit_code.unwrap_or(-1) as i32,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_mounts_stay_inside_the_environment_directory() {
+        let root = "/srv/berth/acme/shop/staging";
+        assert!(inside(root, "/srv/berth/acme/shop/staging/filestore"));
+        assert!(inside(root, root));
+        assert!(!inside(root, "/"));
+        assert!(!inside(root, "/srv/berth/acme/shop/staging-2/x"));
+        assert!(!inside(root, "/srv/berth/acme/shop/staging/../production"));
+        assert!(!inside(root, "relative/path"));
+    }
+}

@@ -1,0 +1,230 @@
+//! The Docker primitive against the machine's Docker engine, reached through a test server's SSH.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_e2e::testbed;
+use berth_primitives::docker::{ContainerSpec, DockerError, EnvDocker, Scope, connect};
+use berth_primitives::ssh::{SshPool, Target};
+
+fn env_docker(env: &str) -> (EnvDocker, tempfile::TempDir) {
+    let bed = testbed();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
+    let server = &bed.servers[0];
+    let target = Target {
+        name: "server-1".into(),
+        host: server.host.clone(),
+        port: server.port,
+        user: "root".into(),
+    };
+    let scope = Scope {
+        organization: "acme".into(),
+        project: "shop".into(),
+        environment: env.into(),
+        root: format!("/srv/berth/acme/shop/{env}"),
+    };
+    (EnvDocker::new(connect(pool, target).unwrap(), scope), dir)
+}
+
+/// A unique environment name per test run, so parallel tests and reruns never collide.
+fn unique(name: &str) -> String {
+    format!("{name}{}", std::process::id())
+}
+
+fn sleeper(name: &str) -> ContainerSpec {
+    ContainerSpec {
+        name: name.into(),
+        image: testbed().postgres_image,
+        command: vec!["sleep".into(), "300".into()],
+        env: vec![("GREETING".into(), "hello there".into())],
+        mounts: vec![("data".into(), "/data".into(), false)],
+        networks: vec!["internal".into()],
+        restart_policy: Some("unless-stopped".into()),
+        ..Default::default()
+    }
+}
+
+fn docker_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_lives_its_whole_life_through_ssh() {
+    let env = unique("life");
+    let (docker, _dir) = env_docker(&env);
+    assert!(
+        docker
+            .image_present(&testbed().postgres_image)
+            .await
+            .unwrap()
+    );
+    let id = docker.create(&sleeper("app")).await.unwrap();
+    assert!(!id.is_empty());
+    let full = format!("berth-acme-shop-{env}-app");
+    assert_eq!(
+        docker_cli(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"berth.scope\"}}",
+            &full
+        ]),
+        format!("acme/shop/{env}")
+    );
+    assert_eq!(
+        docker_cli(&["inspect", "-f", "{{.HostConfig.Privileged}}", &full]),
+        "false"
+    );
+
+    docker.start("app").await.unwrap();
+    let info = docker.inspect("app").await.unwrap();
+    assert!(info.running, "{info:?}");
+    assert_eq!(info.addresses.len(), 1);
+    assert_eq!(info.addresses[0].0, "internal");
+
+    let mut streamed = Vec::new();
+    let argv: Vec<String> = ["sh", "-c", "echo \"$GREETING\"; echo oops >&2; exit 3"]
+        .map(String::from)
+        .to_vec();
+    let out = docker
+        .exec("app", &argv, None, &mut |_, d| {
+            streamed.extend_from_slice(d)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status, out.stdout.as_slice(), out.stderr.as_slice()),
+        (3, &b"hello there\n"[..], &b"oops\n"[..])
+    );
+
+    let started = Instant::now();
+    docker.restart("app").await.unwrap();
+    eprintln!("container restart through SSH: {:?}", started.elapsed());
+    assert!(docker.inspect("app").await.unwrap().running);
+
+    let listed = docker.list().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        ["app"]
+    );
+
+    docker.stop("app", Some(1)).await.unwrap();
+    docker.stop("app", Some(1)).await.unwrap();
+    let stopped = docker.inspect("app").await.unwrap();
+    assert!(!stopped.running);
+    docker.remove("app").await.unwrap();
+    assert!(matches!(
+        docker.inspect("app").await,
+        Err(DockerError::NotFound(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_environment_sees_and_touches_only_its_own_containers() {
+    let (a, _d1) = env_docker(&unique("fence-a"));
+    let (b, _d2) = env_docker(&unique("fence-b"));
+    a.create(&sleeper("db")).await.unwrap();
+    for outcome in [
+        b.inspect("db").await.map(|_| ()),
+        b.start("db").await,
+        b.remove("db").await,
+        b.exec("db", &["true".into()], None, &mut |_, _| {})
+            .await
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(outcome, Err(DockerError::NotFound(_))),
+            "{outcome:?}"
+        );
+    }
+    assert!(b.list().await.unwrap().is_empty());
+    assert_eq!(a.list().await.unwrap().len(), 1);
+    a.remove("db").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn privileged_paths_and_host_networking_are_refused() {
+    let env = unique("fence-c");
+    let (docker, _dir) = env_docker(&env);
+    let root_mount = ContainerSpec {
+        mounts: vec![("/".into(), "/host".into(), false)],
+        ..sleeper("evil")
+    };
+    let err = docker.create(&root_mount).await.unwrap_err();
+    assert!(
+        matches!(err, DockerError::Refused(_))
+            && err.to_string().contains("bind mount of \"/\" refused"),
+        "{err}"
+    );
+    let escape = ContainerSpec {
+        mounts: vec![(
+            format!("/srv/berth/acme/shop/{env}/../other"),
+            "/x".into(),
+            false,
+        )],
+        ..sleeper("evil")
+    };
+    assert!(matches!(
+        docker.create(&escape).await,
+        Err(DockerError::Refused(_))
+    ));
+    let host_net = ContainerSpec {
+        networks: vec!["host".into()],
+        ..sleeper("evil")
+    };
+    assert!(matches!(
+        docker.create(&host_net).await,
+        Err(DockerError::Refused(_))
+    ));
+    let reserved = ContainerSpec {
+        labels: vec![("berth.scope".into(), "acme/shop/production".into())],
+        ..sleeper("evil")
+    };
+    assert!(matches!(
+        docker.create(&reserved).await,
+        Err(DockerError::Refused(_))
+    ));
+    // As a deploy would: the environment's directory exists on the server before anything mounts it.
+    let bed = testbed();
+    let server = &bed.servers[0];
+    let mkdir = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &server.container,
+            "mkdir",
+            "-p",
+            &format!("/srv/berth/acme/shop/{env}/filestore"),
+        ])
+        .status()
+        .unwrap();
+    assert!(mkdir.success());
+    let inside = ContainerSpec {
+        mounts: vec![(
+            format!("/srv/berth/acme/shop/{env}/filestore"),
+            "/filestore".into(),
+            false,
+        )],
+        ..sleeper("fine")
+    };
+    docker.create(&inside).await.unwrap();
+    docker.remove("fine").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulling_without_a_registry_fails_cleanly() {
+    let (docker, _dir) = env_docker(&unique("pull"));
+    let pulled = tokio::time::timeout(
+        Duration::from_secs(120),
+        docker.ensure_image("berth-test/absent-image:1.0"),
+    )
+    .await;
+    let err = pulled.expect("the pull gives up by itself").unwrap_err();
+    assert!(
+        err.to_string().contains("berth-test/absent-image:1.0"),
+        "{err}"
+    );
+}
