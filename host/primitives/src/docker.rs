@@ -110,7 +110,20 @@ pub struct Scope {
     pub root: String,
 }
 
+/// Where environments live on a server: `<ENVIRONMENTS_ROOT>/<organization>/<project>/<environment>`.
+pub const ENVIRONMENTS_ROOT: &str = "/srv/berth";
+
 impl Scope {
+    /// The scope of one environment, with its directory under [`ENVIRONMENTS_ROOT`].
+    pub fn environment(organization: &str, project: &str, environment: &str) -> Self {
+        Scope {
+            organization: organization.into(),
+            project: project.into(),
+            environment: environment.into(),
+            root: format!("{ENVIRONMENTS_ROOT}/{organization}/{project}/{environment}"),
+        }
+    }
+
     /// The prefix of every name Berth gives this environment's objects.
     pub fn prefix(&self) -> String {
         format!(

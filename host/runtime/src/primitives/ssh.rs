@@ -28,7 +28,7 @@ pub(crate) fn ssh_fault(err: SshError) -> Fault {
 
 impl RunState {
     /// The door of every `ssh` call: the grant, then the run's server.
-    fn server(&mut self, cap: &Capability, call: &str) -> Result<ServerAccess, Fault> {
+    pub(crate) fn server(&mut self, cap: &Capability, call: &str) -> Result<ServerAccess, Fault> {
         self.gate(cap, call)?;
         self.server
             .clone()

@@ -4,16 +4,17 @@
 //! `before:flood-log` / `before:flood-stdout` write far more than allowed, `before:big-answer` returns
 //! a huge abort reason, `before:hostcalls` calls the host without end, `before:hoard-blobs` holds
 //! blobs without end, `before:panic` panics, `before:ssh` runs the argv in its payload on the
-//! server, `before:ssh-files` sends a blob to the server and back. On `on-failure` it continues, or aborts when the payload
+//! server, `before:ssh-files` sends a blob to the server and back, `before:docker-list` lists its
+//! environment's containers, `before:docker-mount-root` tries to mount the server's `/`. On `on-failure` it continues, or aborts when the payload
 //! says `"abort"`.
 
 use berth_sdk::blobs::Blob;
 use berth_sdk::prelude::*;
-use berth_sdk::{config, files, secrets, ssh};
+use berth_sdk::{config, docker, files, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 12] = [
+const POINTS: [&str; 14] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -26,6 +27,8 @@ const POINTS: [&str; 12] = [
     "before:panic",
     "before:ssh",
     "before:ssh-files",
+    "before:docker-list",
+    "before:docker-mount-root",
 ];
 
 impl Plugin for Misbehave {
@@ -37,6 +40,7 @@ impl Plugin for Misbehave {
             .capability("secret:token")
             .capability("ssh.exec")
             .capability("ssh.files")
+            .capability("docker")
             .on("on-failure");
         for point in POINTS {
             d = d.on(point);
@@ -91,6 +95,30 @@ impl Hook for Misbehave {
                 loop {
                     hoard.push(Blob::new());
                 }
+            }
+            "before:docker-list" => {
+                let containers = docker::list_containers()?;
+                info!("containers: {}", containers.len());
+                Ok(Verdict::Continue)
+            }
+            "before:docker-mount-root" => {
+                let spec = docker::ContainerSpec {
+                    name: "grab-the-host".into(),
+                    image: "debian:12".into(),
+                    command: vec![],
+                    env: vec![],
+                    mounts: vec![docker::Mount {
+                        source: "/".into(),
+                        target: "/host".into(),
+                        read_only: false,
+                    }],
+                    networks: vec![],
+                    ports: vec![],
+                    restart_policy: None,
+                    labels: vec![],
+                };
+                docker::create(&spec)?;
+                Ok(Verdict::Continue)
             }
             "before:panic" => panic!("misbehave panicked on purpose"),
             "before:ssh" => {

@@ -1,5 +1,5 @@
-//! Plugins using `ssh` through the sandbox, against a real server: what a grant allows, for which
-//! environment, and what reaches the run log.
+//! Plugins using `ssh` and `docker` through the sandbox, against a real server: what a grant
+//! allows, for which environment, and what reaches the run log.
 
 use std::sync::Arc;
 
@@ -124,4 +124,32 @@ async fn blobs_travel_to_the_server_and_back_without_entering_the_plugin() {
         h.log.messages(),
         ["round trip of 17 bytes, identical: true"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_needs_its_grant_and_keeps_plugins_inside_the_fence() {
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    let without = harness("staging", "staging", &["ssh.exec"], &known_hosts);
+    let outcome = run(&without, "before:docker-list", "{}").await;
+    match outcome.unwrap_err().plugin_error() {
+        Some(WitError::Denied(msg)) => assert!(msg.contains("capability `docker`"), "{msg}"),
+        other => panic!("expected denied, got {other:?}"),
+    }
+
+    let h = harness("staging", "staging", &["docker"], &known_hosts);
+    assert_eq!(
+        run(&h, "before:docker-list", "{}").await.unwrap(),
+        Verdict::Continue
+    );
+    assert_eq!(h.log.messages(), ["containers: 0"]);
+
+    let h = harness("staging", "staging", &["docker"], &known_hosts);
+    let outcome = run(&h, "before:docker-mount-root", "{}").await;
+    match outcome.unwrap_err().plugin_error() {
+        Some(WitError::Denied(msg)) => {
+            assert!(msg.contains("bind mount of \"/\" refused"), "{msg}")
+        }
+        other => panic!("expected the mount to be refused, got {other:?}"),
+    }
 }
