@@ -58,6 +58,10 @@ build_images() {
   done
 }
 
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 wait_for_ssh() {
   local port=$1
   for _ in $(seq 1 100); do
@@ -100,11 +104,12 @@ up() {
   local i=0
   for name in "${SERVERS[@]}"; do
     i=$((i + 1))
-    docker run -d --name "$name" --label "$LABEL" --network "$NETWORK" -p 127.0.0.1::22 \
+    # A fixed host port: with a random one, Docker may move it when the server joins a network.
+    local port
+    port=$(free_port)
+    docker run -d --name "$name" --label "$LABEL" --network "$NETWORK" -p "127.0.0.1:$port:22" \
       -v /var/run/docker.sock:/var/run/docker.sock -v "$DATA:$DATA" \
       -v "$STATE/authorized_keys:/berth/authorized_keys:ro" "$SERVER_TAG" >/dev/null
-    local port
-    port=$(docker port "$name" 22/tcp | head -n 1 | sed 's/.*://')
     wait_for_ssh "$port"
     echo "BERTH_TEST_SERVER_$i=127.0.0.1:$port"
     echo "BERTH_TEST_SERVER_${i}_CONTAINER=$name"

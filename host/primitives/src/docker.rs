@@ -27,6 +27,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 
 use crate::ssh::{Output, SshPool, Stream, TAIL, Target};
 
@@ -565,12 +566,26 @@ impl EnvDocker {
         user: Option<&str>,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, DockerError> {
+        self.exec_with_input(name, argv, user, None, sink).await
+    }
+
+    /// Runs `argv` in a container, feeding it `stdin` (streamed, in chunks) while its output is
+    /// streamed into `sink`.
+    pub async fn exec_with_input(
+        &self,
+        name: &str,
+        argv: &[String],
+        user: Option<&str>,
+        stdin: Option<&mut (dyn std::io::Read + Send)>,
+        sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
+    ) -> Result<Output, DockerError> {
         if argv.is_empty() {
             return Err(DockerError::Invalid("the argv is empty".into()));
         }
         let full = self.resolve(name).await?;
         let config = CreateExecOptions {
             cmd: Some(argv.to_vec()),
+            attach_stdin: Some(stdin.is_some()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             user: user.map(str::to_string),
@@ -583,26 +598,48 @@ impl EnvDocker {
             .await
             .map_err(|e| failed(&what, e))?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        if let StartExecResults::Attached { mut output, .. } = self
+        if let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
             .docker
             .start_exec(&exec.id, None)
             .await
             .map_err(|e| failed(&what, e))?
         {
-            while let Some(chunk) = output.next().await {
-                let (stream, buf, data) = match chunk.map_err(|e| failed(&what, e))? {
-                    LogOutput::StdErr { message } => (Stream::Stderr, &mut stderr, message),
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        (Stream::Stdout, &mut stdout, message)
+            let feed = async {
+                if let Some(stdin) = stdin {
+                    let mut chunk = vec![0u8; 256 << 10];
+                    loop {
+                        let n = stdin.read(&mut chunk)?;
+                        if n == 0 {
+                            break;
+                        }
+                        input.write_all(&chunk[..n]).await?;
                     }
-                    LogOutput::StdIn { .. } => continue,
-                };
-                sink(stream, &data);
-                buf.extend_from_slice(&data);
-                if buf.len() > TAIL {
-                    buf.drain(..buf.len() - TAIL);
                 }
-            }
+                input.shutdown().await
+            };
+            let drain = async {
+                while let Some(chunk) = output.next().await {
+                    let (stream, buf, data) = match chunk.map_err(|e| failed(&what, e))? {
+                        LogOutput::StdErr { message } => (Stream::Stderr, &mut stderr, message),
+                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                            (Stream::Stdout, &mut stdout, message)
+                        }
+                        LogOutput::StdIn { .. } => continue,
+                    };
+                    sink(stream, &data);
+                    buf.extend_from_slice(&data);
+                    if buf.len() > TAIL {
+                        buf.drain(..buf.len() - TAIL);
+                    }
+                }
+                Ok::<(), DockerError>(())
+            };
+            let (fed, drained) = tokio::join!(feed, drain);
+            drained?;
+            fed.map_err(|e| DockerError::Failed(format!("{what}: feeding its input: {e}")))?;
         }
         let inspected = self
             .docker

@@ -1,5 +1,6 @@
 //! The real backends Berth lends to plugins. Nothing here knows about WebAssembly: the runtime
 //! crate checks grants and translates to the WIT contract; these modules talk to real servers.
 
+pub mod database;
 pub mod docker;
 pub mod ssh;

@@ -1,0 +1,273 @@
+//! The database primitive against a PostgreSQL container the test creates on a test server (as a
+//! deploy would), reached through an SSH tunnel.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_e2e::testbed;
+use berth_primitives::database::{DbAccess, DbError, DumpFormat, EnvDatabase, Value};
+use berth_primitives::docker::{ContainerSpec, EnvDocker, Scope, connect};
+use berth_primitives::ssh::{SshPool, Target};
+
+struct Env {
+    name: String,
+    pool: Arc<SshPool>,
+    target: Target,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(name: &str) -> Self {
+        let bed = testbed();
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
+        let server = &bed.servers[0];
+        let target = Target {
+            name: "server-1".into(),
+            host: server.host.clone(),
+            port: server.port,
+            user: "root".into(),
+        };
+        Env {
+            name: name.into(),
+            pool,
+            target,
+            _dir: dir,
+        }
+    }
+
+    fn docker(&self, env: &str) -> EnvDocker {
+        let docker = connect(self.pool.clone(), self.target.clone()).unwrap();
+        EnvDocker::new(docker, Scope::environment("acme", "shop", env))
+    }
+
+    fn database(&self, env: &str, access: &DbAccess) -> EnvDatabase {
+        EnvDatabase::new(
+            self.pool.clone(),
+            self.target.clone(),
+            access.clone(),
+            self.docker(env),
+        )
+    }
+}
+
+/// Starts the environment's PostgreSQL as a deploy would and returns how to reach it.
+async fn start_postgres(env: &Env) -> DbAccess {
+    let docker = env.docker(&env.name);
+    let spec = ContainerSpec {
+        name: "db".into(),
+        image: testbed().postgres_image,
+        command: vec!["postgres".into()],
+        env: vec![
+            ("POSTGRES_USER".into(), "odoo".into()),
+            (
+                "POSTGRES_PASSWORD".into(),
+                "pw with spaces & 'quotes'".into(),
+            ),
+            ("POSTGRES_DB".into(), env.name.clone()),
+        ],
+        mounts: vec![("pgdata".into(), "/var/lib/postgresql/data".into(), false)],
+        networks: vec!["internal".into()],
+        ..Default::default()
+    };
+    docker.create(&spec).await.unwrap();
+    docker.start("db").await.unwrap();
+    // The server reaches the environment's network as a real host reaches its Docker bridges.
+    let network = format!("berth-acme-shop-{}-internal", env.name);
+    let connected = std::process::Command::new("docker")
+        .args([
+            "network",
+            "connect",
+            &network,
+            &testbed().servers[0].container,
+        ])
+        .status()
+        .unwrap();
+    assert!(connected.success());
+    let info = docker.inspect("db").await.unwrap();
+    let access = DbAccess {
+        host: info.addresses[0].1.clone(),
+        port: 5432,
+        user: "odoo".into(),
+        password: "pw with spaces & 'quotes'".into(),
+        container: "db".into(),
+    };
+    let db = env.database(&env.name, &access);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Err(e) = db.query(&env.name, "SELECT 1", &[]).await {
+        assert!(Instant::now() < deadline, "PostgreSQL did not come up: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    access
+}
+
+async fn count(db: &EnvDatabase, name: &str) -> i64 {
+    let (_, rows) = db
+        .query(name, "SELECT count(*) FROM partner", &[])
+        .await
+        .unwrap();
+    match rows[0][0] {
+        Value::Int(n) => n,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_admin_and_dumps_of_an_environment_database() {
+    let env = Env::new(&format!("db{}", std::process::id()));
+    let access = start_postgres(&env).await;
+    let db = env.database(&env.name, &access);
+    let name = env.name.clone();
+
+    // Typed values, always bound: a hostile string is stored as data.
+    db.execute(
+        &name,
+        "CREATE TABLE partner (id int4 PRIMARY KEY, name text, meta jsonb, photo bytea, active bool, score float8)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let hostile = "Robert'); DROP TABLE partner; --";
+    let inserted = db
+        .transaction(
+            &name,
+            &[
+                (
+                    "INSERT INTO partner VALUES ($1, $2, $3, $4, $5, $6)".into(),
+                    vec![
+                        Value::Int(1),
+                        Value::Text(hostile.into()),
+                        Value::Json(r#"{"vip": true}"#.into()),
+                        Value::Bytes(vec![0, 159, 146, 150]),
+                        Value::Bool(true),
+                        Value::Float(4.5),
+                    ],
+                ),
+                (
+                    "INSERT INTO partner (id, name) SELECT g, 'p' || g FROM generate_series(2, $1::int4) g".into(),
+                    vec![Value::Int(5000)],
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, [1, 4999]);
+    let (columns, rows) = db
+        .query(
+            &name,
+            "SELECT id, name, meta, photo, active, score FROM partner WHERE id = $1",
+            &[Value::Int(1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(columns, ["id", "name", "meta", "photo", "active", "score"]);
+    assert_eq!(
+        rows[0],
+        [
+            Value::Int(1),
+            Value::Text(hostile.into()),
+            Value::Json(r#"{"vip":true}"#.into()),
+            Value::Bytes(vec![0, 159, 146, 150]),
+            Value::Bool(true),
+            Value::Float(4.5)
+        ]
+    );
+
+    // An SQL error is precise, and a failed transaction leaves nothing behind.
+    let err = db
+        .query(&name, "SELECT * FROM nowhere", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("relation \"nowhere\" does not exist (42P01)"),
+        "{err}"
+    );
+    let half = db
+        .transaction(
+            &name,
+            &[
+                ("DELETE FROM partner".into(), vec![]),
+                ("INSERT INTO partner (id) VALUES (1), (1)".into(), vec![]),
+            ],
+        )
+        .await;
+    assert!(half.is_err());
+    assert_eq!(count(&db, &name).await, 5000);
+    assert!(matches!(
+        db.query(&name, "SELECT $1::int4", &[Value::Text("1".into())])
+            .await,
+        Err(DbError::Invalid(_))
+    ));
+
+    // The environment's name space, and nothing else.
+    for outside in ["postgres", "other", "template1"] {
+        let refused = db.query(outside, "SELECT 1", &[]).await.unwrap_err();
+        assert!(
+            matches!(refused, DbError::Refused(_)),
+            "{outside}: {refused}"
+        );
+    }
+    assert!(matches!(
+        db.create("other_env", None).await,
+        Err(DbError::Refused(_))
+    ));
+    let neighbour = env.database("neighbour", &access);
+    assert!(matches!(
+        neighbour.query(&name, "SELECT 1", &[]).await,
+        Err(DbError::Refused(_))
+    ));
+
+    // Copy, rename, drop.
+    let copy = format!("{name}_copy");
+    db.create(&copy, Some(&name)).await.unwrap();
+    assert_eq!(count(&db, &copy).await, 5000);
+    let old = format!("{name}_old");
+    db.rename(&copy, &old).await.unwrap();
+    assert_eq!(db.list().await.unwrap(), [name.clone(), old.clone()]);
+    db.drop(&old).await.unwrap();
+
+    // Dump and restore, streamed.
+    let mut dump = Vec::new();
+    let started = Instant::now();
+    let size = db
+        .dump(&name, DumpFormat::Custom, &mut |chunk| {
+            dump.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    eprintln!("custom dump of {size} bytes in {:?}", started.elapsed());
+    assert_eq!(size as usize, dump.len());
+    assert_eq!(&dump[..5], b"PGDMP");
+    let restored = format!("{name}_restored");
+    db.create(&restored, None).await.unwrap();
+    db.restore(
+        &restored,
+        DumpFormat::Custom,
+        &mut std::io::Cursor::new(dump.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&db, &restored).await, 5000);
+    let broken = db
+        .restore(
+            &restored,
+            DumpFormat::Custom,
+            &mut std::io::Cursor::new(b"not a dump".to_vec()),
+        )
+        .await;
+    assert!(
+        broken.unwrap_err().to_string().contains("restore into"),
+        "a broken archive is a clear error"
+    );
+    assert_eq!(count(&db, &restored).await, 5000, "and loses nothing");
+
+    let started = Instant::now();
+    env.docker(&env.name).restart("db").await.unwrap();
+    eprintln!(
+        "PostgreSQL container restart through SSH: {:?}",
+        started.elapsed()
+    );
+    env.docker(&env.name).remove("db").await.unwrap();
+}
