@@ -36,11 +36,13 @@ pub struct Invocation {
     pub server: Option<ServerAccess>,
 }
 
-/// The control plane's SSH pool and the address of the run environment's server.
+/// The control plane's SSH pool, the address of the run environment's server, and how to reach
+/// the environment's PostgreSQL on it (once it has one).
 #[derive(Clone)]
 pub struct ServerAccess {
     pub pool: Arc<berth_primitives::ssh::SshPool>,
     pub target: berth_primitives::ssh::Target,
+    pub database: Option<berth_primitives::database::DbAccess>,
 }
 
 impl Invocation {

@@ -263,6 +263,8 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
     );
     assert_eq!(count(&db, &restored).await, 5000, "and loses nothing");
 
+    plugins_reach_the_database_only_as_granted(&env, &access).await;
+
     let started = Instant::now();
     env.docker(&env.name).restart("db").await.unwrap();
     eprintln!(
@@ -270,4 +272,71 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
         started.elapsed()
     );
     env.docker(&env.name).remove("db").await.unwrap();
+}
+
+/// The `database` interface through the sandbox: grants per capability and per environment, the
+/// name space, dumps as blobs.
+async fn plugins_reach_the_database_only_as_granted(env: &Env, access: &DbAccess) {
+    use berth_e2e::{Harness, component};
+    use berth_runtime::{Runtime, RuntimeOptions, ServerAccess, Verdict, WitError};
+
+    let rt = Runtime::new(RuntimeOptions::default()).unwrap();
+    let plugin = rt.load_file(&component("misbehave")).await.unwrap();
+    let run = async |run_env: &str, grant_env: &str, grants: &[&str], point: &str, db: &str| {
+        let mut h = Harness::new(run_env, "misbehave", &[]);
+        h.invocation.grants = Harness::new(grant_env, "misbehave", grants)
+            .invocation
+            .grants
+            .clone();
+        h.invocation.server = Some(ServerAccess {
+            pool: env.pool.clone(),
+            target: env.target.clone(),
+            database: Some(access.clone()),
+        });
+        let outcome = plugin.handle(&rt, &h.invocation, &h.event(point, db)).await;
+        (outcome, h.log.messages())
+    };
+    let denied = |outcome: Result<Verdict, berth_runtime::InvokeError>| match outcome
+        .unwrap_err()
+        .plugin_error()
+    {
+        Some(WitError::Denied(msg)) => msg.clone(),
+        other => panic!("expected denied, got {other:?}"),
+    };
+    let name = env.name.as_str();
+
+    let (outcome, messages) = run(name, name, &["database"], "before:db-query", name).await;
+    assert_eq!(outcome.unwrap(), Verdict::Continue);
+    assert_eq!(messages, ["query said: bound"]);
+
+    let msg = denied(run(name, name, &[], "before:db-query", name).await.0);
+    assert!(msg.contains("capability `database`"), "{msg}");
+    let msg = denied(
+        run(name, "elsewhere", &["database"], "before:db-query", name)
+            .await
+            .0,
+    );
+    assert!(msg.contains("does not hold"), "{msg}");
+    let msg = denied(
+        run(name, name, &["database"], "before:db-query", "postgres")
+            .await
+            .0,
+    );
+    assert!(
+        msg.contains("outside the environment's name space"),
+        "{msg}"
+    );
+
+    let msg = denied(
+        run(name, name, &["database"], "before:db-dump", name)
+            .await
+            .0,
+    );
+    assert!(msg.contains("capability `database.dump`"), "{msg}");
+    let (outcome, messages) = run(name, name, &["database.dump"], "before:db-dump", name).await;
+    assert_eq!(outcome.unwrap(), Verdict::Continue);
+    assert!(
+        messages[0].starts_with("dump of ") && messages[0].ends_with("starts with PGDMP"),
+        "{messages:?}"
+    );
 }

@@ -24,6 +24,7 @@ fn harness(env: &str, grant_env: &str, grants: &[&str], known_hosts: &std::path:
             port: server.port,
             user: "root".into(),
         },
+        database: None,
     });
     h
 }

@@ -1,79 +1,171 @@
-//! `database`: declared in the contract; the backend (tokio-postgres through an SSH tunnel, dumps
-//! streamed over SSH) is not built yet, so each call is checked and answered `unsupported`.
+//! `database`: the run environment's PostgreSQL, through the SSH connection. Capabilities
+//! `database` (SQL with bound parameters), `database.admin` (create/drop/rename/copy within the
+//! environment's name space), `database.dump` (dump and restore as host-side blobs, streamed).
 
+use berth_primitives::database::{self as backend, DbError, EnvDatabase};
+use berth_primitives::docker::{self as docker_backend, EnvDocker, Scope};
 use wasmtime::component::Resource;
 
 use super::blobs::Blob;
-use super::not_built_yet;
 use crate::bindings::database::{DumpFormat, Host, Rows, Statement, Value};
+use crate::bindings::types::Error;
 use crate::grants::Capability;
 use crate::state::{Fault, RunState};
 
+fn db_fault(err: DbError) -> Fault {
+    Fault::Guest(match err {
+        DbError::Refused(m) => Error::denied(m),
+        DbError::Invalid(m) => Error::invalid(m),
+        DbError::NotFound(m) => Error::not_found(m),
+        DbError::Failed(m) => Error::failed(m),
+    })
+}
+
+impl RunState {
+    /// The door of every `database` call: the grant, the run's server, its database.
+    fn database(&mut self, cap: &Capability, call: &str) -> Result<EnvDatabase, Fault> {
+        let access = self.server(cap, call)?;
+        let Some(db) = access.database.clone() else {
+            return Err(
+                Error::unsupported(format!("{call}: the environment has no database yet")).into(),
+            );
+        };
+        let docker = docker_backend::connect(access.pool.clone(), access.target.clone())
+            .map_err(|e| Error::failed(e.to_string()))?;
+        let env = &self.env;
+        let scope = Scope::environment(&env.organization, &env.project, &env.environment);
+        Ok(EnvDatabase::new(
+            access.pool,
+            access.target,
+            db,
+            EnvDocker::new(docker, scope),
+        ))
+    }
+}
+
+fn to_backend(values: Vec<Value>) -> Vec<backend::Value> {
+    values
+        .into_iter()
+        .map(|v| match v {
+            Value::Null => backend::Value::Null,
+            Value::Boolean(b) => backend::Value::Bool(b),
+            Value::Integer(n) => backend::Value::Int(n),
+            Value::Float(f) => backend::Value::Float(f),
+            Value::Text(s) => backend::Value::Text(s),
+            Value::Bytes(b) => backend::Value::Bytes(b),
+            Value::Json(j) => backend::Value::Json(j),
+        })
+        .collect()
+}
+
+fn from_backend(value: backend::Value) -> Value {
+    match value {
+        backend::Value::Null => Value::Null,
+        backend::Value::Bool(b) => Value::Boolean(b),
+        backend::Value::Int(n) => Value::Integer(n),
+        backend::Value::Float(f) => Value::Float(f),
+        backend::Value::Text(s) => Value::Text(s),
+        backend::Value::Bytes(b) => Value::Bytes(b),
+        backend::Value::Json(j) => Value::Json(j),
+    }
+}
+
+fn format(format: DumpFormat) -> backend::DumpFormat {
+    match format {
+        DumpFormat::Custom => backend::DumpFormat::Custom,
+        DumpFormat::Plain => backend::DumpFormat::Plain,
+    }
+}
+
 impl Host for RunState {
-    async fn query(
-        &mut self,
-        _db: String,
-        _sql: String,
-        _params: Vec<Value>,
-    ) -> Result<Rows, Fault> {
-        not_built_yet(self, &Capability::DATABASE, "database.query")
+    async fn query(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<Rows, Fault> {
+        let database = self.database(&Capability::DATABASE, "database.query")?;
+        let (columns, rows) = database
+            .query(&db, &sql, &to_backend(params))
+            .await
+            .map_err(db_fault)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| r.into_iter().map(from_backend).collect())
+            .collect();
+        Ok(Rows { columns, rows })
     }
 
-    async fn execute(
-        &mut self,
-        _db: String,
-        _sql: String,
-        _params: Vec<Value>,
-    ) -> Result<u64, Fault> {
-        not_built_yet(self, &Capability::DATABASE, "database.execute")
+    async fn execute(&mut self, db: String, sql: String, params: Vec<Value>) -> Result<u64, Fault> {
+        let database = self.database(&Capability::DATABASE, "database.execute")?;
+        database
+            .execute(&db, &sql, &to_backend(params))
+            .await
+            .map_err(db_fault)
     }
 
     async fn transaction(
         &mut self,
-        _db: String,
-        _statements: Vec<Statement>,
+        db: String,
+        statements: Vec<Statement>,
     ) -> Result<Vec<u64>, Fault> {
-        not_built_yet(self, &Capability::DATABASE, "database.transaction")
+        let database = self.database(&Capability::DATABASE, "database.transaction")?;
+        let statements: Vec<(String, Vec<backend::Value>)> = statements
+            .into_iter()
+            .map(|s| (s.sql, to_backend(s.params)))
+            .collect();
+        database
+            .transaction(&db, &statements)
+            .await
+            .map_err(db_fault)
     }
 
     async fn list_databases(&mut self) -> Result<Vec<String>, Fault> {
-        not_built_yet(self, &Capability::DATABASE, "database.list-databases")
+        let database = self.database(&Capability::DATABASE, "database.list-databases")?;
+        database.list().await.map_err(db_fault)
     }
 
     async fn create_database(
         &mut self,
-        _name: String,
-        _template: Option<String>,
+        name: String,
+        template: Option<String>,
     ) -> Result<(), Fault> {
-        not_built_yet(
-            self,
-            &Capability::DATABASE_ADMIN,
-            "database.create-database",
-        )
+        let database = self.database(&Capability::DATABASE_ADMIN, "database.create-database")?;
+        database
+            .create(&name, template.as_deref())
+            .await
+            .map_err(db_fault)
     }
 
-    async fn drop_database(&mut self, _name: String) -> Result<(), Fault> {
-        not_built_yet(self, &Capability::DATABASE_ADMIN, "database.drop-database")
+    async fn drop_database(&mut self, name: String) -> Result<(), Fault> {
+        let database = self.database(&Capability::DATABASE_ADMIN, "database.drop-database")?;
+        database.drop(&name).await.map_err(db_fault)
     }
 
-    async fn rename_database(&mut self, _name: String, _new_name: String) -> Result<(), Fault> {
-        not_built_yet(
-            self,
-            &Capability::DATABASE_ADMIN,
-            "database.rename-database",
-        )
+    async fn rename_database(&mut self, name: String, new_name: String) -> Result<(), Fault> {
+        let database = self.database(&Capability::DATABASE_ADMIN, "database.rename-database")?;
+        database.rename(&name, &new_name).await.map_err(db_fault)
     }
 
-    async fn dump(&mut self, _db: String, _format: DumpFormat) -> Result<Resource<Blob>, Fault> {
-        not_built_yet(self, &Capability::DATABASE_DUMP, "database.dump")
+    async fn dump(&mut self, db: String, dump_format: DumpFormat) -> Result<Resource<Blob>, Fault> {
+        let database = self.database(&Capability::DATABASE_DUMP, "database.dump")?;
+        let mut blob = Blob::new(self.limits.blob_bytes);
+        database
+            .dump(&db, format(dump_format), &mut |chunk| blob.append(chunk))
+            .await
+            .map_err(db_fault)?;
+        self.push(blob)
     }
 
     async fn restore(
         &mut self,
-        _db: String,
-        _data: Resource<Blob>,
-        _format: DumpFormat,
+        db: String,
+        data: Resource<Blob>,
+        dump_format: DumpFormat,
     ) -> Result<(), Fault> {
-        not_built_yet(self, &Capability::DATABASE_DUMP, "database.restore")
+        let database = self.database(&Capability::DATABASE_DUMP, "database.restore")?;
+        let mut reader = self
+            .get(&data)?
+            .reader()
+            .map_err(|e| Error::failed(format!("database.restore: reading the blob: {e}")))?;
+        database
+            .restore(&db, format(dump_format), &mut reader)
+            .await
+            .map_err(db_fault)
     }
 }

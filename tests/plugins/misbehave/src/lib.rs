@@ -5,16 +5,17 @@
 //! a huge abort reason, `before:hostcalls` calls the host without end, `before:hoard-blobs` holds
 //! blobs without end, `before:panic` panics, `before:ssh` runs the argv in its payload on the
 //! server, `before:ssh-files` sends a blob to the server and back, `before:docker-list` lists its
-//! environment's containers, `before:docker-mount-root` tries to mount the server's `/`. On `on-failure` it continues, or aborts when the payload
+//! environment's containers, `before:docker-mount-root` tries to mount the server's `/`,
+//! `before:db-query` / `before:db-dump` query and dump the database named by the payload. On `on-failure` it continues, or aborts when the payload
 //! says `"abort"`.
 
 use berth_sdk::blobs::Blob;
 use berth_sdk::prelude::*;
-use berth_sdk::{config, docker, files, secrets, ssh};
+use berth_sdk::{config, database, docker, files, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 14] = [
+const POINTS: [&str; 16] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -29,6 +30,8 @@ const POINTS: [&str; 14] = [
     "before:ssh-files",
     "before:docker-list",
     "before:docker-mount-root",
+    "before:db-query",
+    "before:db-dump",
 ];
 
 impl Plugin for Misbehave {
@@ -41,6 +44,8 @@ impl Plugin for Misbehave {
             .capability("ssh.exec")
             .capability("ssh.files")
             .capability("docker")
+            .capability("database")
+            .capability("database.dump")
             .on("on-failure");
         for point in POINTS {
             d = d.on(point);
@@ -118,6 +123,32 @@ impl Hook for Misbehave {
                     labels: vec![],
                 };
                 docker::create(&spec)?;
+                Ok(Verdict::Continue)
+            }
+            "before:db-query" => {
+                let sql = "SELECT $1::text || ' and ' || count(*)::text FROM pg_class";
+                let rows = database::query(
+                    &event.payload,
+                    sql,
+                    &[database::Value::Text("bound".into())],
+                )?;
+                if let Some(database::Value::Text(text)) = rows.rows.first().and_then(|r| r.first())
+                {
+                    info!(
+                        "query said: {}",
+                        text.split(" and ").next().unwrap_or_default()
+                    );
+                }
+                Ok(Verdict::Continue)
+            }
+            "before:db-dump" => {
+                let dump = database::dump(&event.payload, database::DumpFormat::Custom)?;
+                let magic = dump.read(0, 5)?;
+                info!(
+                    "dump of {} bytes, starts with {}",
+                    dump.size(),
+                    String::from_utf8_lossy(&magic)
+                );
                 Ok(Verdict::Continue)
             }
             "before:panic" => panic!("misbehave panicked on purpose"),
