@@ -164,3 +164,107 @@ pub fn testbed() -> Testbed {
         servers,
     }
 }
+
+/// An environment on test server 1, and its PostgreSQL started as a deploy would.
+pub mod server {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use berth_primitives::database::{DbAccess, EnvDatabase};
+    use berth_primitives::docker::{ContainerSpec, EnvDocker, Scope, connect};
+    use berth_primitives::ssh::{SshPool, Target};
+
+    use super::testbed;
+
+    pub struct Env {
+        pub name: String,
+        pub pool: Arc<SshPool>,
+        pub target: Target,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Env {
+        pub fn new(name: &str) -> Self {
+            let bed = testbed();
+            let dir = tempfile::tempdir().unwrap();
+            let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
+            let server = &bed.servers[0];
+            let target = Target {
+                name: "server-1".into(),
+                host: server.host.clone(),
+                port: server.port,
+                user: "root".into(),
+            };
+            Env {
+                name: name.into(),
+                pool,
+                target,
+                _dir: dir,
+            }
+        }
+
+        pub fn docker(&self, env: &str) -> EnvDocker {
+            let docker = connect(self.pool.clone(), self.target.clone()).unwrap();
+            EnvDocker::new(docker, Scope::environment("acme", "shop", env))
+        }
+
+        pub fn database(&self, env: &str, access: &DbAccess) -> EnvDatabase {
+            EnvDatabase::new(
+                self.pool.clone(),
+                self.target.clone(),
+                access.clone(),
+                self.docker(env),
+            )
+        }
+    }
+
+    /// Starts the environment's PostgreSQL as a deploy would and returns how to reach it.
+    pub async fn start_postgres(env: &Env) -> DbAccess {
+        let docker = env.docker(&env.name);
+        let spec = ContainerSpec {
+            name: "db".into(),
+            image: testbed().postgres_image,
+            command: vec!["postgres".into()],
+            env: vec![
+                ("POSTGRES_USER".into(), "odoo".into()),
+                (
+                    "POSTGRES_PASSWORD".into(),
+                    "pw with spaces & 'quotes'".into(),
+                ),
+                ("POSTGRES_DB".into(), env.name.clone()),
+            ],
+            mounts: vec![("pgdata".into(), "/var/lib/postgresql/data".into(), false)],
+            networks: vec!["internal".into()],
+            ..Default::default()
+        };
+        docker.create(&spec).await.unwrap();
+        docker.start("db").await.unwrap();
+        // The server reaches the environment's network as a real host reaches its Docker bridges.
+        let network = format!("berth-acme-shop-{}-internal", env.name);
+        let connected = std::process::Command::new("docker")
+            .args([
+                "network",
+                "connect",
+                &network,
+                &testbed().servers[0].container,
+            ])
+            .status()
+            .unwrap();
+        assert!(connected.success());
+        let info = docker.inspect("db").await.unwrap();
+        let access = DbAccess {
+            host: info.addresses[0].1.clone(),
+            port: 5432,
+            user: "odoo".into(),
+            password: "pw with spaces & 'quotes'".into(),
+            container: "db".into(),
+        };
+        let db = env.database(&env.name, &access);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Err(e) = db.query(&env.name, "SELECT 1", &[]).await {
+            assert!(Instant::now() < deadline, "PostgreSQL did not come up: {e}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        access
+    }
+}

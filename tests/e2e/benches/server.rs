@@ -1,0 +1,110 @@
+//! Benchmark of the real-server primitives on the test bed (`tests/testbed.sh up` first):
+//! - SSH exec round trip of `true` on a pooled connection,
+//! - restart time of a PostgreSQL container through SSH,
+//! - dump throughput and the host's peak memory while a ~1 GiB database streams to a file.
+//!
+//! Run: `./dev bench`.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use berth_e2e::server::{Env, start_postgres};
+use berth_primitives::database::{DumpFormat, Value};
+use berth_primitives::ssh::Command;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let at = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench());
+}
+
+async fn bench() {
+    let gib: i64 = std::env::var("BERTH_BENCH_DUMP_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let env = Env::new(&format!("bench{}", std::process::id()));
+
+    let command = Command::new(["true"]);
+    let mut samples = Vec::new();
+    for i in 0..220 {
+        let start = Instant::now();
+        env.pool
+            .exec(&env.target, &command, &mut |_, _| {})
+            .await
+            .unwrap();
+        if i >= 20 {
+            samples.push(start.elapsed());
+        }
+    }
+    let (p50, p99) = percentiles(samples);
+    println!("ssh exec round trip (`true`)        n=200  p50={p50:>10.2?} p99={p99:>10.2?}");
+
+    let access = start_postgres(&env).await;
+    let docker = env.docker(&env.name);
+    let mut restarts = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        docker.restart("db").await.unwrap();
+        restarts.push(start.elapsed());
+    }
+    let (p50, _) = percentiles(restarts);
+    println!("postgres container restart          n=5    p50={p50:>10.2?}");
+
+    let db = env.database(&env.name, &access);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while db.query(&env.name, "SELECT 1", &[]).await.is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    db.execute(&env.name, "CREATE TABLE filler (id int8, body text)", &[])
+        .await
+        .unwrap();
+    // ~1 KiB of incompressible-looking text a row.
+    let fill = "INSERT INTO filler SELECT g, string_agg(md5(g::text || '-' || i::text), '') \
+                FROM generate_series(1, $1::int8) g, generate_series(1, 32) i GROUP BY g";
+    let started = Instant::now();
+    db.execute(&env.name, fill, &[Value::Int(gib)])
+        .await
+        .unwrap();
+    println!("filled {gib} rows in {:?}", started.elapsed());
+
+    let rss_before = peak_rss_mib();
+    let dir = tempfile::tempdir().unwrap();
+    let mut file =
+        std::io::BufWriter::new(std::fs::File::create(dir.path().join("dump.sql")).unwrap());
+    let started = Instant::now();
+    let bytes = db
+        .dump(&env.name, DumpFormat::Plain, &mut |chunk| {
+            file.write_all(chunk)
+        })
+        .await
+        .unwrap();
+    file.flush().unwrap();
+    let elapsed = started.elapsed();
+    println!(
+        "plain dump to a file                {:.2} GiB in {elapsed:.2?} = {:.0} MiB/s; host peak RSS {rss_before:.0} MiB before, {:.0} MiB after",
+        bytes as f64 / (1u64 << 30) as f64,
+        bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64(),
+        peak_rss_mib()
+    );
+    docker.remove("db").await.unwrap();
+}
