@@ -422,10 +422,8 @@ impl SshPool {
             let handle = self.connection(target).await?;
             match handle.channel_open_session().await {
                 Ok(channel) => return Ok(channel),
-                Err(e) if attempt == 0 => {
-                    let _ = e;
-                    self.forget(target).await;
-                }
+                // The cached connection may have died since it was last used: reconnect once.
+                Err(_) if attempt == 0 => self.forget(target).await,
                 Err(e) => {
                     return Err(SshError::Connect {
                         server: target.to_string(),
