@@ -37,4 +37,5 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     as_postgres pg_ctl -D "$PGDATA" -w stop >/dev/null
   fi
 fi
-exec runuser -u postgres -- postgres -D "$PGDATA" "$@"
+# setpriv execs in place (runuser would stay as PID 1 and not pass SIGTERM on to the server).
+exec setpriv --reuid=postgres --regid=postgres --init-groups postgres -D "$PGDATA" "$@"

@@ -327,6 +327,9 @@ impl SshPool {
             reason: e.to_string(),
         })?;
         let config = client::Config {
+            // Commands are small request/response exchanges: Nagle plus delayed ACKs would add
+            // ~40 ms to each.
+            nodelay: true,
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 3,
             ..Default::default()
