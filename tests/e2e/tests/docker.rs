@@ -1,30 +1,15 @@
 //! The Docker primitive against the machine's Docker engine, reached through a test server's SSH.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_e2e::server::Env;
 use berth_e2e::testbed;
-use berth_primitives::docker::{ContainerSpec, DockerError, EnvDocker, Scope, connect};
-use berth_primitives::ssh::{SshPool, Target};
+use berth_primitives::docker::{ContainerSpec, DockerError, EnvDocker};
 
-fn env_docker(env: &str) -> (EnvDocker, tempfile::TempDir) {
-    let bed = testbed();
-    let dir = tempfile::tempdir().unwrap();
-    let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
-    let server = &bed.servers[0];
-    let target = Target {
-        name: "server-1".into(),
-        host: server.host.clone(),
-        port: server.port,
-        user: "root".into(),
-    };
-    let scope = Scope {
-        organization: "acme".into(),
-        project: "shop".into(),
-        environment: env.into(),
-        root: format!("/srv/berth/acme/shop/{env}"),
-    };
-    (EnvDocker::new(connect(pool, target).unwrap(), scope), dir)
+/// Docker fenced to `acme/shop/<env>` on test server 1 (the `Env` keeps the connection's files).
+fn env_docker(env: &str) -> (EnvDocker, Env) {
+    let server = Env::new(env);
+    (server.docker(env), server)
 }
 
 /// A unique environment name per test run, so parallel tests and reruns never collide.

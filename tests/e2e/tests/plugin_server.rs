@@ -1,29 +1,20 @@
 //! Plugins using `ssh` and `docker` through the sandbox, against a real server: what a grant
 //! allows, for which environment, and what reaches the run log.
 
-use std::sync::Arc;
-
-use berth_e2e::{Harness, component, testbed};
-use berth_primitives::ssh::{SshPool, Target};
+use berth_e2e::server::Env;
+use berth_e2e::{Harness, component};
 use berth_runtime::{Runtime, RuntimeOptions, ServerAccess, Verdict, WitError};
 
 /// A harness whose run is about `env` on test server 1, with `grants` for `grant_env`.
-fn harness(env: &str, grant_env: &str, grants: &[&str], known_hosts: &std::path::Path) -> Harness {
-    let bed = testbed();
-    let server = &bed.servers[0];
+fn harness(env: &str, grant_env: &str, grants: &[&str], server: &Env) -> Harness {
     let mut h = Harness::new(env, "misbehave", &[]);
     h.invocation.grants = Harness::new(grant_env, "misbehave", grants)
         .invocation
         .grants
         .clone();
     h.invocation.server = Some(ServerAccess {
-        pool: Arc::new(SshPool::new(&bed.key, known_hosts).unwrap()),
-        target: Target {
-            name: "server-1".into(),
-            host: server.host.clone(),
-            port: server.port,
-            user: "root".into(),
-        },
+        pool: server.pool.clone(),
+        target: server.target.clone(),
         database: None,
     });
     h
@@ -43,13 +34,8 @@ async fn run(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_plugin_runs_an_argv_on_its_environments_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(
-        "staging",
-        "staging",
-        &["ssh.exec"],
-        &dir.path().join("known_hosts"),
-    );
+    let server = Env::new("staging");
+    let h = harness("staging", "staging", &["ssh.exec"], &server);
     let verdict = run(&h, "before:ssh", "printf\n%s|%s\nhello world\n$(id)").await;
     assert_eq!(verdict.unwrap(), Verdict::Continue);
     let messages = h.log.messages();
@@ -70,12 +56,7 @@ async fn a_granted_plugin_runs_an_argv_on_its_environments_server() {
     );
 
     // A failing command is data for the plugin, not an error.
-    let h = harness(
-        "staging",
-        "staging",
-        &["ssh.exec"],
-        &dir.path().join("known_hosts"),
-    );
+    let h = harness("staging", "staging", &["ssh.exec"], &server);
     run(&h, "before:ssh", "sh\n-c\nexit 7").await.unwrap();
     assert!(
         h.log.messages().contains(&"exit 7: ".to_string()),
@@ -86,13 +67,8 @@ async fn a_granted_plugin_runs_an_argv_on_its_environments_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_granted_for_environment_a_cannot_exec_for_environment_b() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(
-        "production",
-        "staging",
-        &["ssh.exec"],
-        &dir.path().join("known_hosts"),
-    );
+    let server = Env::new("staging");
+    let h = harness("production", "staging", &["ssh.exec"], &server);
     let outcome = run(&h, "before:ssh", "{}").await;
     match outcome.unwrap_err().plugin_error() {
         Some(WitError::Denied(msg)) => assert!(msg.contains("acme/shop/production"), "{msg}"),
@@ -104,9 +80,8 @@ async fn a_plugin_granted_for_environment_a_cannot_exec_for_environment_b() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn blobs_travel_to_the_server_and_back_without_entering_the_plugin() {
-    let dir = tempfile::tempdir().unwrap();
-    let known_hosts = dir.path().join("known_hosts");
-    let denied = harness("staging", "staging", &["ssh.exec"], &known_hosts);
+    let server = Env::new("staging");
+    let denied = harness("staging", "staging", &["ssh.exec"], &server);
     let outcome = run(&denied, "before:ssh-files", "{}").await;
     assert!(
         matches!(
@@ -116,7 +91,7 @@ async fn blobs_travel_to_the_server_and_back_without_entering_the_plugin() {
         "ssh.files is its own grant"
     );
 
-    let h = harness("staging", "staging", &["ssh.files"], &known_hosts);
+    let h = harness("staging", "staging", &["ssh.files"], &server);
     assert_eq!(
         run(&h, "before:ssh-files", "{}").await.unwrap(),
         Verdict::Continue
@@ -129,23 +104,22 @@ async fn blobs_travel_to_the_server_and_back_without_entering_the_plugin() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_needs_its_grant_and_keeps_plugins_inside_the_fence() {
-    let dir = tempfile::tempdir().unwrap();
-    let known_hosts = dir.path().join("known_hosts");
-    let without = harness("staging", "staging", &["ssh.exec"], &known_hosts);
+    let server = Env::new("staging");
+    let without = harness("staging", "staging", &["ssh.exec"], &server);
     let outcome = run(&without, "before:docker-list", "{}").await;
     match outcome.unwrap_err().plugin_error() {
         Some(WitError::Denied(msg)) => assert!(msg.contains("capability `docker`"), "{msg}"),
         other => panic!("expected denied, got {other:?}"),
     }
 
-    let h = harness("staging", "staging", &["docker"], &known_hosts);
+    let h = harness("staging", "staging", &["docker"], &server);
     assert_eq!(
         run(&h, "before:docker-list", "{}").await.unwrap(),
         Verdict::Continue
     );
     assert_eq!(h.log.messages(), ["containers: 0"]);
 
-    let h = harness("staging", "staging", &["docker"], &known_hosts);
+    let h = harness("staging", "staging", &["docker"], &server);
     let outcome = run(&h, "before:docker-mount-root", "{}").await;
     match outcome.unwrap_err().plugin_error() {
         Some(WitError::Denied(msg)) => {
