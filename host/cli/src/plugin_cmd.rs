@@ -251,6 +251,7 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         log: Arc::new(StderrLog),
         limits,
         server: None,
+        mirrors: None,
     };
 
     let outcome = plugin.handle(&runtime, &invocation, &event).await;

@@ -53,7 +53,7 @@ fn inspect_shows_role_contract_description_capabilities_and_imports() {
         "misbehave 0.1.0",
         "role:          hook",
         "contract:      berth:plugin@0.1.0",
-        "capabilities:  files, secret:token, ssh.exec, ssh.files, docker, database, database.dump",
+        "capabilities:  files, secret:token, ssh.exec, ssh.files, docker, database, database.dump, git",
         "berth:plugin/files@0.1.0",
     ] {
         assert!(

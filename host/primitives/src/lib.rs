@@ -3,4 +3,5 @@
 
 pub mod database;
 pub mod docker;
+pub mod git;
 pub mod ssh;

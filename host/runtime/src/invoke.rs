@@ -34,6 +34,8 @@ pub struct Invocation {
     pub limits: Limits,
     /// How to reach the run environment's server; `ssh` calls fail without one.
     pub server: Option<ServerAccess>,
+    /// The control plane's repository mirrors; `git` calls fail without them.
+    pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
 }
 
 /// The control plane's SSH pool, the address of the run environment's server, and how to reach
@@ -113,6 +115,7 @@ pub(crate) fn new_store(
         audit: invocation.audit.clone(),
         log: invocation.log.clone(),
         server: invocation.server.clone(),
+        mirrors: invocation.mirrors.clone(),
     };
     let mut store = Store::new(
         runtime.engine(),

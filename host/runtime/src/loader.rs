@@ -154,6 +154,7 @@ impl Runtime {
             audit: Arc::new(crate::audit::MemoryAudit::default()),
             log: Arc::new(crate::runlog::MemoryLog::default()),
             server: None,
+            mirrors: None,
             limits: crate::limits::Limits {
                 deadline: std::time::Duration::from_secs(5),
                 ..Default::default()

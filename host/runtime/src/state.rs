@@ -124,6 +124,7 @@ pub struct RunState {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) log: Arc<dyn LogSink>,
     pub(crate) server: Option<ServerAccess>,
+    pub(crate) mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
 }
 
 /// What [`RunState::new`] needs besides the limits.
@@ -137,6 +138,7 @@ pub(crate) struct StateParts {
     pub audit: Arc<dyn AuditSink>,
     pub log: Arc<dyn LogSink>,
     pub server: Option<ServerAccess>,
+    pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
 }
 
 impl RunState {
@@ -174,6 +176,7 @@ impl RunState {
             audit: parts.audit,
             log: parts.log,
             server: parts.server,
+            mirrors: parts.mirrors,
             limits,
         }
     }

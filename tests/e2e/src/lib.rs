@@ -81,6 +81,7 @@ impl Harness {
             log: log.clone(),
             limits: Limits::default(),
             server: None,
+            mirrors: None,
         };
         Harness {
             invocation,

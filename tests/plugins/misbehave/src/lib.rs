@@ -6,16 +6,17 @@
 //! blobs without end, `before:panic` panics, `before:ssh` runs the argv in its payload on the
 //! server, `before:ssh-files` sends a blob to the server and back, `before:docker-list` lists its
 //! environment's containers, `before:docker-mount-root` tries to mount the server's `/`,
-//! `before:db-query` / `before:db-dump` query and dump the database named by the payload. On `on-failure` it continues, or aborts when the payload
+//! `before:db-query` / `before:db-dump` query and dump the database named by the payload,
+//! `before:git` fetches the repository at the payload's URL and exports `main` to the server. On `on-failure` it continues, or aborts when the payload
 //! says `"abort"`.
 
 use berth_sdk::blobs::Blob;
 use berth_sdk::prelude::*;
-use berth_sdk::{config, database, docker, files, secrets, ssh};
+use berth_sdk::{config, database, docker, files, git, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 16] = [
+const POINTS: [&str; 17] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -32,6 +33,7 @@ const POINTS: [&str; 16] = [
     "before:docker-mount-root",
     "before:db-query",
     "before:db-dump",
+    "before:git",
 ];
 
 impl Plugin for Misbehave {
@@ -46,6 +48,7 @@ impl Plugin for Misbehave {
             .capability("docker")
             .capability("database")
             .capability("database.dump")
+            .capability("git")
             .on("on-failure");
         for point in POINTS {
             d = d.on(point);
@@ -149,6 +152,14 @@ impl Hook for Misbehave {
                     dump.size(),
                     String::from_utf8_lossy(&magic)
                 );
+                Ok(Verdict::Continue)
+            }
+            "before:git" => {
+                let url = event.payload.as_str();
+                git::fetch(url)?;
+                let commit = git::resolve(url, "main")?;
+                let files = git::export_tree(url, &commit, "primary")?;
+                info!("exported {files} files of {}", &commit[..7]);
                 Ok(Verdict::Continue)
             }
             "before:panic" => panic!("misbehave panicked on purpose"),

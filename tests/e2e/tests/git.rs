@@ -1,0 +1,197 @@
+//! The git primitive: control-plane mirrors of real repositories (`file://` here), and commit trees
+//! exported to a test server over SSH.
+
+use std::path::Path;
+use std::process::Command as Process;
+
+use berth_e2e::server::Env;
+use berth_primitives::git::{GitError, Mirrors};
+use berth_primitives::ssh::Command;
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Process::new("git")
+        .args([
+            "-C",
+            repo.to_str().unwrap(),
+            "-c",
+            "user.name=Berth",
+            "-c",
+            "user.email=berth@example.invalid",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A repository with two commits on `main`; returns (url, first, second).
+fn repository(dir: &Path) -> (String, String, String) {
+    let repo = dir.join("origin");
+    std::fs::create_dir_all(repo.join("addons/shop")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "first\n").unwrap();
+    std::fs::write(
+        repo.join("addons/shop/__manifest__.py"),
+        "{'version': '17.0.1.0.0'}\n",
+    )
+    .unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("README.md"), "second\n").unwrap();
+    std::fs::write(repo.join("requirements.txt"), "requests\n").unwrap();
+    std::fs::write(repo.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    git(&repo, &["update-index", "--add", "--chmod=+x", "run.sh"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "second"]);
+    git(&repo, &["tag", "v2"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]);
+    (format!("file://{}", repo.display()), first, second)
+}
+
+#[test]
+fn a_mirror_fetches_resolves_and_diffs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, first, second) = repository(dir.path());
+    let mirrors = Mirrors::new(&dir.path().join("mirrors")).unwrap();
+    assert!(
+        matches!(mirrors.resolve(&url, "main"), Err(GitError::NotFound(_))),
+        "not fetched yet"
+    );
+    mirrors.fetch(&url).unwrap();
+    assert_eq!(mirrors.resolve(&url, "main").unwrap(), second);
+    assert_eq!(mirrors.resolve(&url, "v2").unwrap(), second);
+    assert_eq!(mirrors.resolve(&url, &first).unwrap(), first);
+    let unknown = mirrors.resolve(&url, "no-such-branch").unwrap_err();
+    assert!(
+        matches!(unknown, GitError::NotFound(_)) && unknown.to_string().contains("no-such-branch"),
+        "{unknown}"
+    );
+    assert_eq!(
+        mirrors.changed_paths(&url, &first, &second).unwrap(),
+        ["README.md", "requirements.txt", "run.sh"]
+    );
+    assert!(matches!(
+        mirrors.changed_paths(&url, "zzz", &second),
+        Err(GitError::Invalid(_))
+    ));
+    let missing = format!("file://{}/nowhere", dir.path().display());
+    assert!(matches!(mirrors.fetch(&missing), Err(GitError::Failed(_))));
+    // A second fetch updates in place.
+    mirrors.fetch(&url).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_tree_is_exported_to_the_server_without_git_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, first, second) = repository(dir.path());
+    let mirrors = Mirrors::new(&dir.path().join("mirrors")).unwrap();
+    mirrors.fetch(&url).unwrap();
+    let env = Env::new(&format!("git{}", std::process::id()));
+    let destination = format!("/srv/berth/acme/shop/{}/code/primary", env.name);
+
+    let files = mirrors
+        .export(&env.pool, &env.target, &url, &first, &destination)
+        .await
+        .unwrap();
+    assert_eq!(files, 2);
+    let files = mirrors
+        .export(&env.pool, &env.target, &url, &second, &destination)
+        .await
+        .unwrap();
+    assert_eq!(files, 4);
+    let listing = Command::new([
+        "sh",
+        "-c",
+        "cd \"$1\" && find . -type f | sort && cat README.md && stat -c %a run.sh && ls -a .. | grep -c primary",
+        "sh",
+        &destination,
+    ]);
+    let out = env
+        .pool
+        .exec(&env.target, &listing, &mut |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "./README.md\n./addons/shop/__manifest__.py\n./requirements.txt\n./run.sh\nsecond\n755\n1\n",
+        "the second export replaced the first, leaving no staging or archive behind"
+    );
+    let refused = mirrors
+        .export(&env.pool, &env.target, &url, &second, "/srv/berth/../etc")
+        .await;
+    assert!(matches!(refused, Err(GitError::Invalid(_))));
+    env.pool
+        .exec(
+            &env.target,
+            &Command::new(["rm", "-rf", &format!("/srv/berth/acme/shop/{}", env.name)]),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_use_git_only_with_the_grant() {
+    use berth_e2e::{Harness, component};
+    use berth_runtime::{Runtime, RuntimeOptions, ServerAccess, Verdict, WitError};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _, second) = repository(dir.path());
+    let env = Env::new(&format!("gitp{}", std::process::id()));
+    let mirrors = std::sync::Arc::new(Mirrors::new(&dir.path().join("mirrors")).unwrap());
+    let rt = Runtime::new(RuntimeOptions::default()).unwrap();
+    let plugin = rt.load_file(&component("misbehave")).await.unwrap();
+    let harness = |grants: &[&str]| {
+        let mut h = Harness::new(&env.name, "misbehave", grants);
+        h.invocation.mirrors = Some(mirrors.clone());
+        h.invocation.server = Some(ServerAccess {
+            pool: env.pool.clone(),
+            target: env.target.clone(),
+            database: None,
+        });
+        h
+    };
+    let h = harness(&[]);
+    let outcome = plugin
+        .handle(&rt, &h.invocation, &h.event("before:git", &url))
+        .await;
+    assert!(matches!(
+        outcome.unwrap_err().plugin_error(),
+        Some(WitError::Denied(_))
+    ));
+
+    let h = harness(&["git"]);
+    let outcome = plugin
+        .handle(&rt, &h.invocation, &h.event("before:git", &url))
+        .await;
+    assert_eq!(outcome.unwrap(), Verdict::Continue);
+    assert_eq!(
+        h.log.messages(),
+        [format!("exported 4 files of {}", &second[..7])]
+    );
+    let exported = format!("/srv/berth/acme/shop/{}/code/primary/README.md", env.name);
+    let out = env
+        .pool
+        .exec(
+            &env.target,
+            &Command::new(["cat", &exported]),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"second\n");
+    env.pool
+        .exec(
+            &env.target,
+            &Command::new(["rm", "-rf", &format!("/srv/berth/acme/shop/{}", env.name)]),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+}
