@@ -252,6 +252,22 @@ impl EnvDatabase {
     }
 
     /// DDL on the maintenance database (identifiers checked and quoted by the caller).
+    /// Creates a login role named within the environment's name space.
+    pub async fn create_role(&self, name: &str, password: &str) -> Result<(), DbError> {
+        self.check_name(name)?;
+        self.admin(&format!(
+            "CREATE ROLE {} LOGIN PASSWORD {}",
+            ident(name),
+            literal(password)
+        ))
+        .await
+    }
+
+    pub async fn drop_role(&self, name: &str) -> Result<(), DbError> {
+        self.check_name(name)?;
+        self.admin(&format!("DROP ROLE {}", ident(name))).await
+    }
+
     /// Retried briefly while a template database still has a closing connection (55006), as after
     /// a query that just finished.
     async fn admin(&self, sql: &str) -> Result<(), DbError> {
@@ -376,6 +392,12 @@ impl EnvDatabase {
 /// Quotes an identifier (names are already restricted to `[a-z0-9_-]`).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for DDL, where parameters cannot be bound (standard conforming strings:
+/// only the quote needs doubling; NUL cannot occur in a Rust string sent to PostgreSQL).
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// Converts values to what each parameter's type expects.

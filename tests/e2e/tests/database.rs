@@ -132,6 +132,27 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
     assert_eq!(db.list().await.unwrap(), [name.clone(), old.clone()]);
     db.drop(&old).await.unwrap();
 
+    // Roles live in the same name space; a password with quotes is data.
+    let role = format!("{name}_reader");
+    db.create_role(&role, "it's a 'secret'").await.unwrap();
+    assert!(matches!(
+        db.create_role("postgres", "x").await,
+        Err(DbError::Refused(_))
+    ));
+    let reader = env.database(
+        &env.name,
+        &DbAccess {
+            user: role.clone(),
+            password: "it's a 'secret'".into(),
+            ..access.clone()
+        },
+    );
+    reader
+        .query(&name, "SELECT 1", &[])
+        .await
+        .expect("the new role logs in");
+    db.drop_role(&role).await.unwrap();
+
     // Dump and restore, streamed.
     let mut dump = Vec::new();
     let started = Instant::now();

@@ -1,6 +1,6 @@
 //! `database`: the run environment's PostgreSQL, through the SSH connection. Capabilities
-//! `database` (SQL with bound parameters), `database.admin` (create/drop/rename/copy within the
-//! environment's name space), `database.dump` (dump and restore as host-side blobs, streamed).
+//! `database` (SQL with bound parameters), `database.admin` (create/drop/rename/copy databases and
+//! create/drop roles within the environment's name space), `database.dump` (dump and restore as host-side blobs, streamed).
 
 use berth_primitives::database::{self as backend, DbError, EnvDatabase};
 use berth_primitives::docker::{self as docker_backend, EnvDocker, Scope};
@@ -140,6 +140,31 @@ impl Host for RunState {
     async fn rename_database(&mut self, name: String, new_name: String) -> Result<(), Fault> {
         let database = self.database(&Capability::DATABASE_ADMIN, "database.rename-database")?;
         database.rename(&name, &new_name).await.map_err(db_fault)
+    }
+
+    async fn create_role(&mut self, name: String, password_secret: String) -> Result<(), Fault> {
+        let database = self.database(&Capability::DATABASE_ADMIN, "database.create-role")?;
+        self.gate(
+            &Capability::secret(&password_secret),
+            "database.create-role",
+        )?;
+        let password = self
+            .settings
+            .secrets
+            .get(&password_secret)
+            .map(|s| s.expose().to_string())
+            .ok_or_else(|| {
+                Error::not_found(format!("no secret named {password_secret:?} is configured"))
+            })?;
+        database
+            .create_role(&name, &password)
+            .await
+            .map_err(db_fault)
+    }
+
+    async fn drop_role(&mut self, name: String) -> Result<(), Fault> {
+        let database = self.database(&Capability::DATABASE_ADMIN, "database.drop-role")?;
+        database.drop_role(&name).await.map_err(db_fault)
     }
 
     async fn dump(&mut self, db: String, dump_format: DumpFormat) -> Result<Resource<Blob>, Fault> {
