@@ -46,7 +46,8 @@ fn repository(dir: &Path) -> (String, String, String) {
     std::fs::write(repo.join("README.md"), "second\n").unwrap();
     std::fs::write(repo.join("requirements.txt"), "requests\n").unwrap();
     std::fs::write(repo.join("run.sh"), "#!/bin/sh\necho hi\n").unwrap();
-    git(&repo, &["update-index", "--add", "--chmod=+x", "run.sh"]);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(repo.join("run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-q", "-m", "second"]);
     git(&repo, &["tag", "v2"]);
