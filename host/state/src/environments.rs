@@ -1,0 +1,315 @@
+//! Environments (one Odoo + PostgreSQL pair on a server, at a stage of a project) and the secrets
+//! generated for them.
+//!
+//! Secrets such as database passwords are stored in clear in the state file: Berth must hand
+//! them to the containers it starts. That is why the file is created with mode 0600, readable by
+//! the control plane's user only.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+
+use crate::orgs::{project_in, server_in};
+use crate::{
+    Record, Result, SqlResultExt, StateError, Store, all, now_ms, one, random_hex, require, touched,
+};
+
+/// The stages an environment can be at.
+pub const STAGES: [&str; 3] = ["production", "staging", "development"];
+
+/// Longest environment name (it ends up in container, volume and database names).
+const NAME_MAX: usize = 40;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub id: i64,
+    pub organization_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    /// One of [`STAGES`].
+    pub stage: String,
+    pub odoo_version: String,
+    /// The branch of the project's repository it runs (`None`: the repository's default).
+    pub branch: Option<String>,
+    pub server_id: i64,
+    pub dev_mode: bool,
+    /// Redeploy on a push to `branch` (through the webhook).
+    pub auto_deploy: bool,
+    pub domain: Option<String>,
+    pub cpus: f64,
+    pub memory_mb: u32,
+    pub workers: u32,
+    /// Overrides the default `odoo:<version>` image.
+    pub odoo_image: Option<String>,
+    /// Overrides the default `postgres:<version>` image.
+    pub postgres_image: Option<String>,
+    pub http_port: u16,
+    /// Verifies webhook calls for this environment; generated at creation.
+    pub webhook_secret: String,
+    /// Whether a deploy has succeeded once (later operations may assume it exists).
+    pub deployed: bool,
+    pub created_at: i64,
+}
+
+/// What [`Store::create_environment`] needs; JSON input may leave out every defaulted field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEnvironment {
+    pub name: String,
+    #[serde(default = "default_stage")]
+    pub stage: String,
+    pub odoo_version: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    pub server_id: i64,
+    #[serde(default)]
+    pub dev_mode: bool,
+    #[serde(default = "default_auto_deploy")]
+    pub auto_deploy: bool,
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    #[serde(default)]
+    pub odoo_image: Option<String>,
+    #[serde(default)]
+    pub postgres_image: Option<String>,
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+}
+
+fn default_stage() -> String {
+    "development".to_owned()
+}
+fn default_auto_deploy() -> bool {
+    true
+}
+fn default_cpus() -> f64 {
+    1.0
+}
+fn default_memory_mb() -> u32 {
+    2048
+}
+fn default_workers() -> u32 {
+    2
+}
+fn default_http_port() -> u16 {
+    8069
+}
+
+impl NewEnvironment {
+    /// An environment with every optional field at its default (the same defaults as JSON).
+    pub fn new(name: &str, odoo_version: &str, server_id: i64) -> NewEnvironment {
+        NewEnvironment {
+            name: name.to_owned(),
+            stage: default_stage(),
+            odoo_version: odoo_version.to_owned(),
+            branch: None,
+            server_id,
+            dev_mode: false,
+            auto_deploy: default_auto_deploy(),
+            domain: None,
+            cpus: default_cpus(),
+            memory_mb: default_memory_mb(),
+            workers: default_workers(),
+            odoo_image: None,
+            postgres_image: None,
+            http_port: default_http_port(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let name = &self.name;
+        let shaped = name.len() <= NAME_MAX
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !shaped {
+            return Err(StateError::Invalid(format!(
+                "environment name {name:?}: use 1 to {NAME_MAX} lowercase letters, digits and \
+                 '-', starting with a letter"
+            )));
+        }
+        if !STAGES.contains(&self.stage.as_str()) {
+            return Err(StateError::Invalid(format!(
+                "stage {:?}: expected one of {}",
+                self.stage,
+                STAGES.join(", ")
+            )));
+        }
+        require("odoo_version", &self.odoo_version)?;
+        if !(self.cpus.is_finite() && self.cpus > 0.0) {
+            return Err(StateError::Invalid(format!(
+                "cpus {}: must be > 0",
+                self.cpus
+            )));
+        }
+        if self.memory_mb == 0 {
+            return Err(StateError::Invalid("memory_mb must be > 0".into()));
+        }
+        if self.http_port == 0 {
+            return Err(StateError::Invalid("http_port must not be 0".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Record for Environment {
+    const SELECT: &'static str = "id, organization_id, project_id, name, stage, odoo_version, \
+        branch, server_id, dev_mode, auto_deploy, domain, cpus, memory_mb, workers, odoo_image, \
+        postgres_image, http_port, webhook_secret, deployed, created_at FROM environments";
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Environment {
+            id: row.get(0)?,
+            organization_id: row.get(1)?,
+            project_id: row.get(2)?,
+            name: row.get(3)?,
+            stage: row.get(4)?,
+            odoo_version: row.get(5)?,
+            branch: row.get(6)?,
+            server_id: row.get(7)?,
+            dev_mode: row.get(8)?,
+            auto_deploy: row.get(9)?,
+            domain: row.get(10)?,
+            cpus: row.get(11)?,
+            memory_mb: row.get(12)?,
+            workers: row.get(13)?,
+            odoo_image: row.get(14)?,
+            postgres_image: row.get(15)?,
+            http_port: row.get(16)?,
+            webhook_secret: row.get(17)?,
+            deployed: row.get(18)?,
+            created_at: row.get(19)?,
+        })
+    }
+}
+
+impl Store {
+    /// Creates an environment of `project_id`; the project and `new.server_id` must belong to
+    /// `org_id`. Its webhook secret is generated here.
+    pub fn create_environment(
+        &self,
+        org_id: i64,
+        project_id: i64,
+        new: NewEnvironment,
+    ) -> Result<Environment> {
+        new.validate()?;
+        self.write(|conn| {
+            project_in(conn, org_id, project_id)?;
+            server_in(conn, org_id, new.server_id)?;
+            conn.execute(
+                "INSERT INTO environments (organization_id, project_id, name, stage, odoo_version,
+                     branch, server_id, dev_mode, auto_deploy, domain, cpus, memory_mb, workers,
+                     odoo_image, postgres_image, http_port, webhook_secret, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18)",
+                params![
+                    org_id,
+                    project_id,
+                    new.name,
+                    new.stage,
+                    new.odoo_version,
+                    new.branch,
+                    new.server_id,
+                    new.dev_mode,
+                    new.auto_deploy,
+                    new.domain,
+                    new.cpus,
+                    new.memory_mb,
+                    new.workers,
+                    new.odoo_image,
+                    new.postgres_image,
+                    new.http_port,
+                    random_hex(32),
+                    now_ms(),
+                ],
+            )
+            .unique(|| format!("environment {:?} in project {project_id}", new.name))?;
+            environment_row(conn, conn.last_insert_rowid())
+        })
+    }
+
+    /// The environment `id`, if `org_id` owns it.
+    pub fn environment(&self, org_id: i64, id: i64) -> Result<Environment> {
+        self.read(|conn| environment_in(conn, org_id, id))
+    }
+
+    /// The environment `id`, whoever owns it: for callers that authenticate otherwise (webhooks).
+    pub fn environment_by_id(&self, id: i64) -> Result<Environment> {
+        self.read(|conn| environment_row(conn, id))
+    }
+
+    /// The environments of a project of `org_id`, by name.
+    pub fn environments(&self, org_id: i64, project_id: i64) -> Result<Vec<Environment>> {
+        self.read(|conn| {
+            project_in(conn, org_id, project_id)?;
+            Ok(all(
+                conn,
+                "WHERE project_id = ?1 ORDER BY name",
+                [project_id],
+            )?)
+        })
+    }
+
+    /// Records that a deploy of the environment succeeded.
+    pub fn set_deployed(&self, env_id: i64) -> Result<()> {
+        self.write(|conn| {
+            let changed = conn.execute(
+                "UPDATE environments SET deployed = 1 WHERE id = ?1",
+                [env_id],
+            )?;
+            touched(changed, || format!("environment {env_id}"))
+        })
+    }
+
+    /// Stores (or replaces) a secret of the environment, such as a generated password.
+    pub fn set_secret(&self, env_id: i64, name: &str, value: &str) -> Result<()> {
+        require("secret name", name)?;
+        self.write(|conn| {
+            environment_row(conn, env_id)?;
+            conn.execute(
+                "INSERT INTO environment_secrets (environment_id, name, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (environment_id, name) DO UPDATE SET value = excluded.value",
+                params![env_id, name, value],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn secret(&self, env_id: i64, name: &str) -> Result<Option<String>> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT value FROM environment_secrets WHERE environment_id = ?1 AND name = ?2",
+                    params![env_id, name],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+    }
+
+    /// Every secret of the environment as `(name, value)`, by name.
+    pub fn secrets(&self, env_id: i64) -> Result<Vec<(String, String)>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, value FROM environment_secrets WHERE environment_id = ?1 ORDER BY name",
+            )?;
+            let rows = stmt.query_map([env_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+}
+
+/// The environment `id`, whoever owns it.
+pub(crate) fn environment_row(conn: &Connection, id: i64) -> Result<Environment> {
+    one(conn, "WHERE id = ?1", [id]).found(|| format!("environment {id}"))
+}
+
+/// The environment `id`, if `org_id` owns it.
+pub(crate) fn environment_in(conn: &Connection, org_id: i64, id: i64) -> Result<Environment> {
+    one(conn, "WHERE id = ?1 AND organization_id = ?2", [id, org_id])
+        .found(|| format!("environment {id}"))
+}

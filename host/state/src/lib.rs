@@ -1,0 +1,320 @@
+//! Berth's state store: organizations, servers, projects, environments, repositories, plugins and
+//! grants, and the runs, steps, events and audit entries of every operation.
+//!
+//! It is SQLite embedded in the control plane, so a Berth install needs no database to be set up
+//! first: one file (mode 0600: it holds generated passwords) is the whole state. The file runs in
+//! WAL mode so readers never wait for the writer. There is one writer: a [`Store`] is a single
+//! connection behind a mutex, every write is one `IMMEDIATE` transaction (it takes SQLite's write
+//! lock up front, so it cannot fail half-way on a lock upgrade), and invariants that must hold
+//! under concurrency (one active run per environment, unique names, organization ownership) are
+//! constraints in the schema, not only checks in this code.
+//!
+//! The schema lives in `migrations/NNNN_name.sql`, embedded in the binary and applied in order
+//! inside one transaction; `PRAGMA user_version` records how many have been applied. Times are
+//! Unix milliseconds. Public types are plain serde structs: the HTTP API returns them as JSON.
+
+mod environments;
+mod events;
+mod orgs;
+mod plugins;
+mod repositories;
+mod runs;
+
+pub use environments::{Environment, NewEnvironment, STAGES};
+pub use events::{AuditEntry, Event, EventKind, NewEvent};
+pub use orgs::{NewServer, Organization, Project, Server, TokenInfo};
+pub use plugins::{Grant, NewGrant, NewPlugin, PluginRecord};
+pub use repositories::{NewRepository, Repository, RepositoryLevel};
+pub use runs::{Run, RunStatus, Step, StepStatus};
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, Params, Row, TransactionBehavior, ffi};
+
+/// The schema, in the order it is applied. Entry `i` brings the file to `user_version = i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+
+/// How long a statement waits for another process holding the write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The thing asked for does not exist (or belongs to another organization).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// It would duplicate something unique, such as a name.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The input breaks a rule (a name's shape, a level/owner combination, a status change).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The environment already has a run queued or running.
+    #[error("busy: run {run_id} in progress")]
+    Busy { run_id: i64 },
+    /// The state file could not be created.
+    #[error("cannot create state file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// SQLite failed in a way that is not one of the above.
+    #[error("state database: {0}")]
+    Db(#[from] rusqlite::Error),
+}
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// The state store. Cheap to share behind an `Arc`; every method locks the one connection.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens the state file at `path`, creating it (mode 0600) if missing, and brings its schema
+    /// up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        let path = path.as_ref();
+        // Create the file ourselves so it is never readable by others, not even for a moment;
+        // SQLite gives its -wal and -shm files the same mode.
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| StateError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        let conn = Connection::open(path)?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        })?;
+        Store::prepare(conn)
+    }
+
+    /// A private in-memory store, for tests.
+    pub fn memory() -> Result<Store> {
+        Store::prepare(Connection::open_in_memory()?)
+    }
+
+    fn prepare(mut conn: Connection) -> Result<Store> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        migrate(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// How many migrations the open file has applied.
+    pub fn schema_version(&self) -> Result<u32> {
+        self.read(|conn| Ok(conn.query_row("PRAGMA user_version", [], |row| row.get(0))?))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled back its transaction: the connection is sound.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` against the connection, for reads.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&self.lock())
+    }
+
+    /// Runs `f` in one `IMMEDIATE` transaction, committed if `f` succeeds.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let applied: u32 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let known = MIGRATIONS.len();
+    if applied as usize > known {
+        return Err(StateError::Invalid(format!(
+            "the state file has schema version {applied}, newer than this Berth knows ({known})"
+        )));
+    }
+    for (version, sql) in (1u32..).zip(MIGRATIONS).skip(applied as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// A type read from one row of a `SELECT`.
+trait Record: Sized {
+    /// The select list and `FROM` clause, e.g. `"id, name FROM organizations"`.
+    const SELECT: &'static str;
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<Self>;
+}
+
+/// `SELECT <T's columns> <tail>`, expecting exactly one row; `tail` is constant SQL (`WHERE …`).
+fn one<T: Record>(conn: &Connection, tail: &str, params: impl Params) -> rusqlite::Result<T> {
+    conn.prepare_cached(&format!("SELECT {} {tail}", T::SELECT))?
+        .query_row(params, T::from_row)
+}
+
+/// `SELECT <T's columns> <tail>`, every row.
+fn all<T: Record>(conn: &Connection, tail: &str, params: impl Params) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {} {tail}", T::SELECT))?;
+    stmt.query_map(params, T::from_row)?.collect()
+}
+
+/// Turns SQLite's generic failures into the precise [`StateError`] the caller means.
+trait SqlResultExt<T> {
+    /// No row → `NotFound(what)`.
+    fn found(self, what: impl FnOnce() -> String) -> Result<T>;
+    /// A UNIQUE or PRIMARY KEY violation → `Conflict(what)`.
+    fn unique(self, what: impl FnOnce() -> String) -> Result<T>;
+    /// A FOREIGN KEY violation (the row it refers to is missing) → `NotFound(what)`.
+    fn owner(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> SqlResultExt<T> for rusqlite::Result<T> {
+    fn found(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|err| match err {
+            rusqlite::Error::QueryReturnedNoRows => StateError::NotFound(what()),
+            err => err.into(),
+        })
+    }
+
+    fn unique(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|err| {
+            if is_unique_violation(&err) {
+                StateError::Conflict(what())
+            } else {
+                err.into()
+            }
+        })
+    }
+
+    fn owner(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|err| match extended_code(&err) {
+            Some(ffi::SQLITE_CONSTRAINT_FOREIGNKEY) => StateError::NotFound(what()),
+            _ => err.into(),
+        })
+    }
+}
+
+fn extended_code(err: &rusqlite::Error) -> Option<i32> {
+    err.sqlite_error().map(|e| e.extended_code)
+}
+
+/// Whether `err` is a UNIQUE or PRIMARY KEY constraint violation.
+fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        extended_code(err),
+        Some(ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+    )
+}
+
+/// `NotFound` unless an UPDATE touched a row.
+fn touched(changed: usize, what: impl FnOnce() -> String) -> Result<()> {
+    if changed == 0 {
+        Err(StateError::NotFound(what()))
+    } else {
+        Ok(())
+    }
+}
+
+/// Rejects an empty (or all-blank) name.
+fn require(field: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        Err(StateError::Invalid(format!("{field} must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `bytes` random bytes from the operating system, as lowercase hex.
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0; bytes];
+    // Without the OS generator no secret can be made safely; there is nothing to fall back to.
+    getrandom::fill(&mut buf).expect("the operating system's random number generator failed");
+    hex::encode(buf)
+}
+
+/// Reads a JSON text column.
+fn json_column(row: &Row<'_>, index: usize) -> rusqlite::Result<serde_json::Value> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, err.into())
+    })
+}
+
+/// A closed set of words stored as TEXT and serialised as the same lowercase string.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The word stored and serialised for this value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::StateError;
+            fn from_str(text: &str) -> $crate::Result<Self> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err($crate::StateError::Invalid(format!(
+                        concat!("unknown ", stringify!($name), " {:?}"),
+                        other
+                    ))),
+                }
+            }
+        }
+
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|err: $crate::StateError| rusqlite::types::FromSqlError::Other(err.into()))
+            }
+        }
+    };
+}
+pub(crate) use text_enum;

@@ -1,0 +1,666 @@
+//! The state store through its public API, on in-memory and on-disk databases.
+
+use std::os::unix::fs::PermissionsExt;
+
+use berth_state::{
+    Environment, EventKind, NewEnvironment, NewEvent, NewGrant, NewPlugin, NewRepository,
+    NewServer, Organization, RepositoryLevel, RunStatus, StateError, StepStatus, Store,
+};
+use serde_json::json;
+
+/// An organization with one project, one server and one environment.
+struct Tenant {
+    org: Organization,
+    project_id: i64,
+    server_id: i64,
+    env: Environment,
+}
+
+fn tenant(store: &Store, name: &str) -> Tenant {
+    let org = store.create_organization(name).unwrap();
+    let project_id = store.create_project(org.id, "shop").unwrap().id;
+    let server_id = store.create_server(org.id, server("web1")).unwrap().id;
+    let env = store
+        .create_environment(
+            org.id,
+            project_id,
+            NewEnvironment::new("prod", "18.0", server_id),
+        )
+        .unwrap();
+    Tenant {
+        org,
+        project_id,
+        server_id,
+        env,
+    }
+}
+
+fn server(name: &str) -> NewServer {
+    serde_json::from_value(json!({"name": name, "host": "10.0.0.5", "ssh_key": "keys/web1"}))
+        .unwrap()
+}
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
+#[test]
+fn migrations_apply_on_a_fresh_file_and_reopening_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let org_id = {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), 1);
+        store.create_organization("acme").unwrap().id
+    };
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.organization(org_id).unwrap().name, "acme");
+    drop(store);
+    Store::open(&path).unwrap();
+}
+
+#[test]
+fn a_state_file_from_a_newer_berth_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    assert!(matches!(Store::open(&path), Err(StateError::Invalid(_))));
+}
+
+#[test]
+fn the_state_file_is_created_readable_by_its_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    tenant(&store, "acme");
+    // The database and, while it is open, SQLite's -wal and -shm files beside it.
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert_eq!(files.len(), 3);
+    for file in files {
+        let mode = file.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", file.path().display());
+    }
+}
+
+#[test]
+fn token_secrets_are_looked_up_by_hash_and_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    let org = store.create_organization("acme").unwrap();
+    let (info, secret) = store.create_token(org.id, "ci").unwrap();
+    assert_eq!(info.organization_id, org.id);
+    assert!(secret.starts_with("berth_") && secret.len() == "berth_".len() + 64);
+    assert_eq!(store.token_organization(&secret).unwrap(), Some(org.id));
+    assert_eq!(store.token_organization("berth_nope").unwrap(), None);
+
+    // The database file and its write-ahead log: the secret is in neither, its hash is.
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        bytes.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|window| window == needle);
+    assert!(!contains(secret.as_bytes()));
+    assert!(!contains(&secret.as_bytes()["berth_".len()..]));
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    };
+    assert!(contains(hash.as_bytes()), "the hash should be stored");
+}
+
+#[test]
+fn an_organization_cannot_reach_another_organizations_rows() {
+    let store = Store::memory().unwrap();
+    let a = tenant(&store, "a");
+    let b = tenant(&store, "b");
+    let run = store
+        .create_run(a.env.id, "redeploy", "api", json!({}))
+        .unwrap();
+
+    assert_eq!(store.environment(a.org.id, a.env.id).unwrap(), a.env);
+    let not_found = |result: Result<_, StateError>| matches!(result, Err(StateError::NotFound(_)));
+    assert!(not_found(store.environment(b.org.id, a.env.id).map(drop)));
+    assert!(not_found(store.run(b.org.id, run.id).map(drop)));
+    assert!(not_found(store.runs(b.org.id, a.env.id, 10).map(drop)));
+    assert!(not_found(store.project(b.org.id, a.project_id).map(drop)));
+    assert!(not_found(store.server(b.org.id, a.server_id).map(drop)));
+    assert!(not_found(
+        store.environments(b.org.id, a.project_id).map(drop)
+    ));
+    assert_eq!(store.run(a.org.id, run.id).unwrap().id, run.id);
+    assert_eq!(store.environment_by_id(a.env.id).unwrap().id, a.env.id);
+
+    // B cannot place an environment in A's project or on A's server.
+    let on_a_server = NewEnvironment::new("x", "18.0", a.server_id);
+    assert!(not_found(
+        store
+            .create_environment(b.org.id, b.project_id, on_a_server)
+            .map(drop)
+    ));
+    let in_a_project = NewEnvironment::new("x", "18.0", b.server_id);
+    assert!(not_found(
+        store
+            .create_environment(b.org.id, a.project_id, in_a_project)
+            .map(drop)
+    ));
+}
+
+#[test]
+fn duplicate_names_conflict() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let conflict = |result: Result<_, StateError>| matches!(result, Err(StateError::Conflict(_)));
+    assert!(conflict(store.create_organization("acme").map(drop)));
+    assert!(conflict(store.create_project(t.org.id, "shop").map(drop)));
+    assert!(conflict(
+        store.create_server(t.org.id, server("web1")).map(drop)
+    ));
+    let again = NewEnvironment::new("prod", "17.0", t.server_id);
+    assert!(conflict(
+        store
+            .create_environment(t.org.id, t.project_id, again)
+            .map(drop)
+    ));
+    // The same names are free in another organization.
+    tenant(&store, "other");
+}
+
+#[test]
+fn environments_validate_their_input_and_default_the_rest() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    assert_eq!(
+        (
+            t.env.stage.as_str(),
+            t.env.cpus,
+            t.env.memory_mb,
+            t.env.workers,
+            t.env.http_port
+        ),
+        ("development", 1.0, 2048, 2, 8069)
+    );
+    assert!(!t.env.dev_mode && t.env.auto_deploy && !t.env.deployed);
+    assert_eq!(t.env.webhook_secret.len(), 64);
+
+    for bad in ["", "Prod", "1prod", "prod_1", "prod.1", &"a".repeat(41)] {
+        let new = NewEnvironment::new(bad, "18.0", t.server_id);
+        let result = store.create_environment(t.org.id, t.project_id, new);
+        assert!(matches!(result, Err(StateError::Invalid(_))), "{bad:?}");
+    }
+    let mut new = NewEnvironment::new("qa", "18.0", t.server_id);
+    new.stage = "qa".into();
+    let result = store.create_environment(t.org.id, t.project_id, new);
+    assert!(matches!(result, Err(StateError::Invalid(_))));
+
+    let json: NewEnvironment = serde_json::from_value(
+        json!({"name": "stage-2", "odoo_version": "17.0", "server_id": t.server_id, "stage": "staging"}),
+    )
+    .unwrap();
+    let env = store
+        .create_environment(t.org.id, t.project_id, json)
+        .unwrap();
+    assert_eq!((env.stage.as_str(), env.workers), ("staging", 2));
+
+    store.set_deployed(env.id).unwrap();
+    assert!(store.environment_by_id(env.id).unwrap().deployed);
+}
+
+#[test]
+fn a_second_run_is_refused_while_one_is_active() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let first = store
+        .create_run(t.env.id, "first-deploy", "api", json!({"a": 1}))
+        .unwrap();
+    assert_eq!(first.status, RunStatus::Queued);
+    let busy = store.create_run(t.env.id, "redeploy", "webhook", json!({}));
+    assert!(matches!(busy, Err(StateError::Busy { run_id }) if run_id == first.id));
+
+    store.start_run(first.id).unwrap();
+    let err = store
+        .create_run(t.env.id, "redeploy", "webhook", json!({}))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("busy: run {} in progress", first.id)
+    );
+
+    store
+        .finish_run(first.id, RunStatus::Succeeded, None)
+        .unwrap();
+    let second = store
+        .create_run(t.env.id, "redeploy", "webhook", json!({}))
+        .unwrap();
+    let runs = store.runs(t.org.id, t.env.id, 10).unwrap();
+    assert_eq!(
+        runs.iter().map(|run| run.id).collect::<Vec<_>>(),
+        [second.id, first.id]
+    );
+    let first = store.run_by_id(first.id).unwrap();
+    assert_eq!(first.status, RunStatus::Succeeded);
+    assert!(first.started_at.is_some() && first.finished_at.is_some());
+
+    // Status changes are guarded.
+    assert!(matches!(
+        store.start_run(first.id),
+        Err(StateError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.finish_run(second.id, RunStatus::Running, None),
+        Err(StateError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.create_run(t.env.id + 100, "redeploy", "api", json!({})),
+        Err(StateError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_restarted_control_plane_interrupts_unfinished_runs() {
+    let store = Store::memory().unwrap();
+    let a = tenant(&store, "a");
+    let b = tenant(&store, "b");
+    let c = tenant(&store, "c");
+
+    let running = store
+        .create_run(a.env.id, "restore", "api", json!({}))
+        .unwrap();
+    store.start_run(running.id).unwrap();
+    store
+        .plan_steps(
+            running.id,
+            &names(&["stop-odoo", "restore-data", "start-odoo"]),
+        )
+        .unwrap();
+    store.step_started(running.id, 0).unwrap();
+    store
+        .step_finished(
+            running.id,
+            0,
+            StepStatus::Done,
+            Some("stopped"),
+            None,
+            Some(12),
+        )
+        .unwrap();
+    store.step_started(running.id, 1).unwrap();
+    store
+        .set_current_step(running.id, Some("restore-data"))
+        .unwrap();
+
+    let queued = store
+        .create_run(b.env.id, "backup", "cron", json!({}))
+        .unwrap();
+    let done = store
+        .create_run(c.env.id, "backup", "cron", json!({}))
+        .unwrap();
+    store
+        .finish_run(done.id, RunStatus::Failed, Some("boom"))
+        .unwrap();
+
+    let interrupted = store.interrupt_unfinished().unwrap();
+    assert_eq!(
+        interrupted.iter().map(|run| run.id).collect::<Vec<_>>(),
+        [running.id, queued.id]
+    );
+    assert!(
+        interrupted
+            .iter()
+            .all(|run| run.status == RunStatus::Interrupted)
+    );
+    assert_eq!(
+        interrupted[0].error.as_deref(),
+        Some("interrupted: the control plane stopped during step restore-data")
+    );
+    assert_eq!(
+        interrupted[1].error.as_deref(),
+        Some("interrupted: the control plane stopped before it started")
+    );
+    let statuses: Vec<_> = store
+        .steps(running.id)
+        .unwrap()
+        .iter()
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Done,
+            StepStatus::Interrupted,
+            StepStatus::Pending
+        ]
+    );
+    assert_eq!(store.run_by_id(done.id).unwrap().status, RunStatus::Failed);
+    assert!(store.interrupt_unfinished().unwrap().is_empty());
+
+    // The environments are free again.
+    store
+        .create_run(a.env.id, "restore", "api", json!({}))
+        .unwrap();
+}
+
+#[test]
+fn steps_facts_events_audit_and_cancellation() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let run = store
+        .create_run(t.env.id, "redeploy", "api", json!({"a": 1, "b": {"x": 1}}))
+        .unwrap();
+
+    store
+        .plan_steps(run.id, &names(&["pull", "migrate", "restart"]))
+        .unwrap();
+    assert!(matches!(
+        store.plan_steps(run.id, &names(&["again"])),
+        Err(StateError::Conflict(_))
+    ));
+    store.step_started(run.id, 0).unwrap();
+    store
+        .step_finished(
+            run.id,
+            0,
+            StepStatus::Skipped,
+            Some("up to date"),
+            None,
+            Some(5),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.step_finished(run.id, 1, StepStatus::Running, None, None, None),
+        Err(StateError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.step_started(run.id, 9),
+        Err(StateError::NotFound(_))
+    ));
+    assert!(!store.cancel_requested(run.id).unwrap());
+    store.request_cancel(run.id).unwrap();
+    assert!(store.cancel_requested(run.id).unwrap());
+    assert_eq!(store.cancel_pending_steps(run.id).unwrap(), 2);
+    let steps = store.steps(run.id).unwrap();
+    assert_eq!((steps[0].position, steps[0].host_ms), (0, Some(5)));
+    assert_eq!(steps[0].summary.as_deref(), Some("up to date"));
+    assert!(
+        steps[1..]
+            .iter()
+            .all(|step| step.status == StepStatus::Cancelled)
+    );
+
+    store
+        .merge_facts(run.id, json!({"b": 2, "c": [3]}))
+        .unwrap();
+    assert_eq!(
+        store.run_by_id(run.id).unwrap().facts,
+        json!({"a": 1, "b": 2, "c": [3]})
+    );
+    assert!(matches!(
+        store.merge_facts(run.id, json!([1])),
+        Err(StateError::Invalid(_))
+    ));
+
+    let event = |message: &str| NewEvent {
+        run_id: run.id,
+        kind: EventKind::Log,
+        level: Some("info".into()),
+        step: Some("pull".into()),
+        message: message.into(),
+        data: json!({"n": message}),
+    };
+    let first = store.append_event(event("one")).unwrap();
+    let second = store.append_event(event("two")).unwrap();
+    assert!(second.id > first.id);
+    assert_eq!(
+        store.events(run.id, 0, 10).unwrap(),
+        [first.clone(), second.clone()]
+    );
+    assert_eq!(store.events(run.id, first.id, 10).unwrap(), [second]);
+    assert_eq!(store.events(run.id, 0, 1).unwrap(), [first]);
+    let orphan = NewEvent {
+        run_id: run.id + 100,
+        ..event("lost")
+    };
+    assert!(matches!(
+        store.append_event(orphan),
+        Err(StateError::NotFound(_))
+    ));
+
+    let entry = berth_state::AuditEntry {
+        run_id: Some(run.id),
+        at: 42,
+        plugin: "odoo".into(),
+        capability: "docker".into(),
+        call: "docker.run".into(),
+        allowed: false,
+        detail: "not granted".into(),
+    };
+    store.append_audit(entry.clone()).unwrap();
+    assert_eq!(store.audit(run.id).unwrap(), [entry]);
+}
+
+#[test]
+fn repositories_come_platform_then_organization_then_project() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let other = tenant(&store, "other");
+    let repo = |level, organization_id, project_id, name: &str| NewRepository {
+        level,
+        organization_id,
+        project_id,
+        name: name.into(),
+        url: format!("https://git.example/{name}.git"),
+        branch: None,
+    };
+    use RepositoryLevel::{Organization, Platform, Project};
+    let org = Some(t.org.id);
+    let project = Some(t.project_id);
+    store
+        .add_repository(repo(Project, None, project, "shop"))
+        .unwrap();
+    store
+        .add_repository(repo(Organization, org, None, "zeta-addons"))
+        .unwrap();
+    store
+        .add_repository(repo(Platform, None, None, "oca-web"))
+        .unwrap();
+    store
+        .add_repository(repo(Organization, org, None, "alpha-addons"))
+        .unwrap();
+    store
+        .add_repository(repo(Platform, None, None, "berth-base"))
+        .unwrap();
+    store
+        .add_repository(repo(Organization, Some(other.org.id), None, "theirs"))
+        .unwrap();
+    store
+        .add_repository(repo(Project, None, Some(other.project_id), "their-shop"))
+        .unwrap();
+
+    let for_env = store.repositories_for(t.env.id).unwrap();
+    let listed: Vec<_> = for_env.iter().map(|r| (r.level, r.name.as_str())).collect();
+    assert_eq!(
+        listed,
+        [
+            (Platform, "berth-base"),
+            (Platform, "oca-web"),
+            (Organization, "alpha-addons"),
+            (Organization, "zeta-addons"),
+            (Project, "shop"),
+        ]
+    );
+    assert_eq!(for_env[0].branch.as_deref(), Some("main"));
+    assert_eq!(for_env[4].branch, None);
+    assert_eq!(for_env[4].organization_id, org);
+    assert_eq!(store.repositories(t.org.id).unwrap(), for_env);
+
+    let invalid = |new| matches!(store.add_repository(new), Err(StateError::Invalid(_)));
+    assert!(invalid(repo(Platform, org, None, "x")));
+    assert!(invalid(repo(Organization, None, None, "x")));
+    assert!(invalid(repo(Organization, org, project, "x")));
+    assert!(invalid(repo(Project, org, None, "x")));
+    let foreign = store.add_repository(repo(Project, org, Some(other.project_id), "x"));
+    assert!(matches!(foreign, Err(StateError::NotFound(_))));
+    let duplicate = store.add_repository(repo(Platform, None, None, "oca-web"));
+    assert!(matches!(duplicate, Err(StateError::Conflict(_))));
+
+    let revisions = vec![
+        (for_env[0].id, "abc".to_string()),
+        (for_env[4].id, "def".into()),
+    ];
+    store.set_deployed_revisions(t.env.id, &revisions).unwrap();
+    store
+        .set_deployed_revisions(t.env.id, &revisions[1..])
+        .unwrap();
+    assert_eq!(store.deployed_revisions(t.env.id).unwrap(), &revisions[1..]);
+}
+
+#[test]
+fn grants_cover_the_environments_inside_their_scope() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let other = tenant(&store, "other");
+    let grant = |capability: &str, organization_id, project_id, environment_id| NewGrant {
+        plugin: "backup".into(),
+        capability: capability.into(),
+        organization_id,
+        project_id,
+        environment_id,
+    };
+    store
+        .add_grant(grant("platform", None, None, None))
+        .unwrap();
+    store
+        .add_grant(grant("org", Some(t.org.id), None, None))
+        .unwrap();
+    let project = store
+        .add_grant(grant("project", None, Some(t.project_id), None))
+        .unwrap();
+    assert_eq!(project.organization_id, Some(t.org.id));
+    store
+        .add_grant(grant("env", None, None, Some(t.env.id)))
+        .unwrap();
+    store
+        .add_grant(grant("elsewhere", None, None, Some(other.env.id)))
+        .unwrap();
+
+    let covering = |env_id| -> Vec<String> {
+        let mut caps: Vec<_> = store
+            .grants_for(env_id)
+            .unwrap()
+            .into_iter()
+            .map(|g| g.capability)
+            .collect();
+        caps.sort();
+        caps
+    };
+    assert_eq!(covering(t.env.id), ["env", "org", "platform", "project"]);
+    assert_eq!(covering(other.env.id), ["elsewhere", "platform"]);
+
+    let mismatched = store.add_grant(grant("x", Some(other.org.id), None, Some(t.env.id)));
+    assert!(matches!(mismatched, Err(StateError::Invalid(_))));
+    let duplicate = store.add_grant(grant("org", Some(t.org.id), None, None));
+    assert!(matches!(duplicate, Err(StateError::Conflict(_))));
+
+    store.remove_grant(project.id).unwrap();
+    assert_eq!(covering(t.env.id), ["env", "org", "platform"]);
+    assert!(matches!(
+        store.remove_grant(project.id),
+        Err(StateError::NotFound(_))
+    ));
+}
+
+#[test]
+fn plugins_secrets_and_host_keys() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let other = tenant(&store, "other");
+    let plugin = |name: &str, organization_id| NewPlugin {
+        name: name.into(),
+        organization_id,
+        role: "lifecycle".into(),
+        version: "1.0.0".into(),
+        sha256: "00".repeat(32),
+        path: format!("plugins/{name}.wasm"),
+        enabled: true,
+    };
+    store.register_plugin(plugin("odoo", None)).unwrap();
+    store
+        .register_plugin(plugin("mine", Some(t.org.id)))
+        .unwrap();
+    store
+        .register_plugin(plugin("theirs", Some(other.org.id)))
+        .unwrap();
+    let visible: Vec<_> = store
+        .plugins(t.org.id)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(visible, ["mine", "odoo"]);
+    let duplicate = store.register_plugin(plugin("odoo", None));
+    assert!(matches!(duplicate, Err(StateError::Conflict(_))));
+
+    store.set_secret(t.env.id, "db_password", "one").unwrap();
+    store.set_secret(t.env.id, "admin_password", "two").unwrap();
+    store.set_secret(t.env.id, "db_password", "three").unwrap();
+    assert_eq!(
+        store.secret(t.env.id, "db_password").unwrap().as_deref(),
+        Some("three")
+    );
+    assert_eq!(store.secret(t.env.id, "missing").unwrap(), None);
+    assert_eq!(
+        store.secrets(t.env.id).unwrap(),
+        [
+            ("admin_password".into(), "two".into()),
+            ("db_password".into(), "three".into())
+        ]
+    );
+    assert!(store.secrets(other.env.id).unwrap().is_empty());
+
+    assert_eq!(store.server(t.org.id, t.server_id).unwrap().host_key, None);
+    store
+        .pin_host_key(t.server_id, "ssh-ed25519 AAAAC3Nza test")
+        .unwrap();
+    let pinned = store.server(t.org.id, t.server_id).unwrap();
+    assert_eq!(
+        pinned.host_key.as_deref(),
+        Some("ssh-ed25519 AAAAC3Nza test")
+    );
+    assert_eq!((pinned.port, pinned.user.as_str()), (22, "root"));
+    assert!(matches!(
+        store.pin_host_key(999, "k"),
+        Err(StateError::NotFound(_))
+    ));
+}
+
+#[test]
+fn types_serialise_as_the_api_returns_them() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let run = store
+        .create_run(t.env.id, "redeploy", "api", json!({}))
+        .unwrap();
+    let value = serde_json::to_value(&run).unwrap();
+    assert_eq!(value["status"], "queued");
+    assert_eq!(value["trigger"], "api");
+    assert_eq!(
+        serde_json::to_value(StepStatus::Interrupted).unwrap(),
+        "interrupted"
+    );
+    assert_eq!(
+        serde_json::to_value(RepositoryLevel::Organization).unwrap(),
+        "organization"
+    );
+    assert_eq!("running".parse::<RunStatus>().unwrap(), RunStatus::Running);
+    assert!(matches!(
+        "sleeping".parse::<RunStatus>(),
+        Err(StateError::Invalid(_))
+    ));
+}
