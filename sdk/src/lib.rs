@@ -4,7 +4,7 @@
 //! is) and one role trait ([`Hook`], [`Lifecycle`]), then exports itself with
 //! [`export!`]. Everything it may do outside its sandbox goes through the host interfaces
 //! re-exported here ([`files`], [`blobs`], [`secrets`], [`config`], [`ssh`], [`docker`],
-//! [`database`], [`storage`], [`git`]), each checked against the plugin's grants by the host.
+//! [`database`], [`storage`], [`git`], [`operation`]), each checked against the plugin's grants by the host.
 //!
 //! A complete hook plugin in twenty lines is `examples/hello-hook/src/lib.rs`.
 
@@ -28,7 +28,7 @@ pub use bindings::berth::plugin::types::{
     Role, RunInfo, Server, Stage, StepContext, StepOutcome, Verdict,
 };
 pub use bindings::berth::plugin::{
-    blobs, config, database, docker, files, git, secrets, ssh, storage,
+    blobs, config, database, docker, files, git, operation, secrets, ssh, storage,
 };
 
 /// What every plugin says about itself.
@@ -119,6 +119,22 @@ impl Error {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Error::NotFound(message.into())
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Error::Unsupported(message.into())
+    }
+
+    /// The message, whatever the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Denied(m)
+            | Error::NotFound(m)
+            | Error::Invalid(m)
+            | Error::Unsupported(m)
+            | Error::Timeout(m)
+            | Error::Failed(m) => m,
+        }
     }
 
     /// Whether the host refused the call for want of a grant.

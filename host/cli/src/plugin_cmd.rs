@@ -252,6 +252,7 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         limits,
         server: None,
         mirrors: None,
+        context: None,
     };
 
     let outcome = plugin.handle(&runtime, &invocation, &event).await;

@@ -64,7 +64,8 @@ pub enum Value {
 /// How to reach the environment's PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct DbAccess {
-    /// Its address as seen from the server (on the environment's network).
+    /// Its address as seen from the server (on the environment's network); empty to look up its
+    /// container's address when connecting.
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -123,10 +124,31 @@ impl EnvDatabase {
         Ok(())
     }
 
+    /// The database's address as the server sees it: the one configured, or — when none is (its
+    /// container may have been created moments ago, in the same run) — its container's address
+    /// on the environment's network.
+    async fn address(&self) -> Result<String, DbError> {
+        if !self.access.host.is_empty() {
+            return Ok(self.access.host.clone());
+        }
+        let info = self.docker.inspect(&self.access.container).await?;
+        info.addresses
+            .into_iter()
+            .map(|(_, address)| address)
+            .find(|a| !a.is_empty())
+            .ok_or_else(|| {
+                DbError::Failed(format!(
+                    "the database container {} has no network address (is it running?)",
+                    self.access.container
+                ))
+            })
+    }
+
     async fn client(&self, db: &str) -> Result<tokio_postgres::Client, DbError> {
+        let host = self.address().await?;
         let stream = self
             .pool
-            .open_tcp(&self.target, &self.access.host, self.access.port)
+            .open_tcp(&self.target, &host, self.access.port)
             .await
             .map_err(|e| DbError::Failed(e.to_string()))?;
         let mut config = tokio_postgres::Config::new();
@@ -252,15 +274,21 @@ impl EnvDatabase {
     }
 
     /// DDL on the maintenance database (identifiers checked and quoted by the caller).
-    /// Creates a login role named within the environment's name space.
+    /// Creates a login role named within the environment's name space, allowed to create databases
+    /// (Odoo creates its own on `-i base`); an existing role gets the password again.
     pub async fn create_role(&self, name: &str, password: &str) -> Result<(), DbError> {
         self.check_name(name)?;
-        self.admin(&format!(
-            "CREATE ROLE {} LOGIN PASSWORD {}",
-            ident(name),
-            literal(password)
-        ))
-        .await
+        let attributes = format!("LOGIN CREATEDB PASSWORD {}", literal(password));
+        match self
+            .admin(&format!("CREATE ROLE {} {attributes}", ident(name)))
+            .await
+        {
+            Err(DbError::Failed(m)) if m.contains("(42710)") => {
+                self.admin(&format!("ALTER ROLE {} {attributes}", ident(name)))
+                    .await
+            }
+            other => other,
+        }
     }
 
     pub async fn drop_role(&self, name: &str) -> Result<(), DbError> {
@@ -269,8 +297,10 @@ impl EnvDatabase {
     }
 
     /// Retried briefly while a template database still has a closing connection (55006), as after
-    /// a query that just finished.
+    /// a query that just finished. Errors name the statement by its first two words only: a
+    /// statement may carry a password.
     async fn admin(&self, sql: &str) -> Result<(), DbError> {
+        let what = sql.split(' ').take(2).collect::<Vec<_>>().join(" ");
         let client = self.client("postgres").await?;
         for attempt in 0.. {
             match client.batch_execute(sql).await {
@@ -278,7 +308,7 @@ impl EnvDatabase {
                 Err(e) if attempt < 20 && e.code().is_some_and(|c| c.code() == "55006") => {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
-                Err(e) => return Err(sql_error(sql, e)),
+                Err(e) => return Err(sql_error(&what, e)),
             }
         }
         unreachable!("the loop returns")

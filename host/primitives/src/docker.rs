@@ -355,8 +355,20 @@ impl EnvDocker {
             privileged: Some(false),
             ..Default::default()
         };
+        // On its environment's networks a container answers to its short name too, so the
+        // environment's other containers reach it as e.g. `db` without knowing Berth's prefix.
+        let endpoint = || bollard::models::EndpointSettings {
+            aliases: Some(vec![spec.name.clone()]),
+            ..Default::default()
+        };
+        let networking_config = networks
+            .first()
+            .map(|first| bollard::models::NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(first.clone(), endpoint())])),
+            });
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
+            networking_config,
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
@@ -376,7 +388,7 @@ impl EnvDocker {
         for network in networks.iter().skip(1) {
             let connect = bollard::models::NetworkConnectRequest {
                 container: created.id.clone(),
-                ..Default::default()
+                endpoint_config: Some(endpoint()),
             };
             self.docker
                 .connect_network(network, connect)

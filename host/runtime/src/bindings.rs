@@ -44,6 +44,7 @@ macro_rules! role_world {
                     "berth:plugin/database": super::database,
                     "berth:plugin/storage": super::storage,
                     "berth:plugin/git": super::git,
+                    "berth:plugin/operation": super::operation,
                 },
             });
         }
@@ -53,7 +54,7 @@ macro_rules! role_world {
 pub use base::PluginBase;
 pub use base::PluginBasePre;
 pub use base::berth::plugin::{
-    blobs, config, database, docker, files, git, log, secrets, ssh, storage, types,
+    blobs, config, database, docker, files, git, log, operation, secrets, ssh, storage, types,
 };
 
 role_world!(hook, "berth:plugin/hook");

@@ -12,11 +12,14 @@ use std::time::Duration;
 use wasmtime::Store;
 
 use crate::audit::AuditSink;
-use crate::bindings::types::{Error as WitError, Event, RunInfo, Verdict};
+use crate::bindings::types::{
+    Error as WitError, Event, RunInfo, StepContext, StepOutcome, Verdict,
+};
 use crate::engine::Runtime;
 use crate::grants::{EnvRef, Grant, Rights};
 use crate::limits::{LimitExceeded, Limits};
 use crate::plugin::{Description, Plugin};
+use crate::primitives::operation::RunContext;
 use crate::runlog::{Level, LogSink, RunEvent};
 use crate::settings::Settings;
 use crate::state::{RunState, StateParts};
@@ -36,6 +39,9 @@ pub struct Invocation {
     pub server: Option<ServerAccess>,
     /// The control plane's repository mirrors; `git` calls fail without them.
     pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
+    /// The operation the run performs (settings, repositories, inputs, facts); `operation` calls
+    /// fail without one.
+    pub context: Option<Arc<dyn RunContext>>,
 }
 
 /// The control plane's SSH pool, the address of the run environment's server, and how to reach
@@ -116,12 +122,28 @@ pub(crate) fn new_store(
         log: invocation.log.clone(),
         server: invocation.server.clone(),
         mirrors: invocation.mirrors.clone(),
+        context: invocation.context.clone(),
     };
     let mut store = Store::new(
         runtime.engine(),
         RunState::new(parts, invocation.limits.clone()),
     );
     store.limiter(|state| &mut state.limiter);
+    // Time inside host calls (SSH, Docker, PostgreSQL…) versus the plugin's own: measured at the
+    // boundary, so a run can say how much of its time was Berth's overhead.
+    store.call_hook(|mut store, hook| {
+        let state = store.data_mut();
+        match hook {
+            wasmtime::CallHook::CallingHost => state.host_entered = Some(std::time::Instant::now()),
+            wasmtime::CallHook::ReturningFromHost => {
+                if let Some(entered) = state.host_entered.take() {
+                    state.host_time += entered.elapsed();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    });
     store.set_epoch_deadline(Runtime::ticks(invocation.limits.deadline));
     store.epoch_deadline_trap();
     store
@@ -146,6 +168,9 @@ where
         Err(_) => Err(wasmtime::Error::new(wasmtime::Trap::Interrupt)),
     };
     let plugin = store.data().plugin.clone();
+    if let Some(context) = &invocation.context {
+        context.host_time(store.data().host_time);
+    }
     let (stdout, stderr) = store.data().output();
     forward_output(&invocation.log, &plugin, &stdout, Level::Info);
     forward_output(&invocation.log, &plugin, &stderr, Level::Warn);
@@ -231,6 +256,21 @@ fn check_returned(state: &RunState, what: &'static str, size: usize) -> wasmtime
 }
 
 impl Plugin {
+    fn wrong_role(&self, wanted: &'static str) -> InvokeError {
+        InvokeError::WrongRole {
+            plugin: self.description.label(),
+            role: crate::plugin::role_name(self.description.role),
+            wanted,
+        }
+    }
+
+    fn plugin_failed(&self, error: WitError) -> InvokeError {
+        InvokeError::Plugin {
+            plugin: self.description.label(),
+            error,
+        }
+    }
+
     /// Delivers `event` to this hook plugin and returns its verdict.
     pub async fn handle(
         &self,
@@ -238,13 +278,7 @@ impl Plugin {
         invocation: &Invocation,
         event: &Event,
     ) -> Result<Verdict, InvokeError> {
-        let Some(hook) = &self.hook else {
-            return Err(InvokeError::WrongRole {
-                plugin: self.description.label(),
-                role: crate::plugin::role_name(self.description.role),
-                wanted: "hook",
-            });
-        };
+        let hook = self.hook.as_ref().ok_or_else(|| self.wrong_role("hook"))?;
         let answer = sandboxed(runtime, &self.description, invocation, async |store| {
             let instance = hook.instantiate_async(&mut *store).await?;
             let answer = instance
@@ -254,15 +288,81 @@ impl Plugin {
             if let Ok(Verdict::Abort(reason)) = &answer {
                 check_returned(store.data(), "an abort reason", reason.len())?;
             }
-            if let Err(error) = &answer {
-                check_returned(store.data(), "an error message", error.message().len())?;
-            }
+            check_error(store.data(), &answer)?;
             Ok(answer)
         })
         .await?;
-        answer.map_err(|error| InvokeError::Plugin {
-            plugin: self.description.label(),
-            error,
+        answer.map_err(|error| self.plugin_failed(error))
+    }
+
+    /// Asks this lifecycle plugin for the ordered steps of `operation` on the invocation's
+    /// environment.
+    pub async fn steps(
+        &self,
+        runtime: &Runtime,
+        invocation: &Invocation,
+        operation: &str,
+    ) -> Result<Vec<String>, InvokeError> {
+        let lifecycle = self
+            .lifecycle
+            .as_ref()
+            .ok_or_else(|| self.wrong_role("lifecycle"))?;
+        let environment = &invocation.run.environment;
+        let answer = sandboxed(runtime, &self.description, invocation, async |store| {
+            let instance = lifecycle.instantiate_async(&mut *store).await?;
+            let answer = instance
+                .berth_plugin_lifecycle_steps()
+                .call_steps(&mut *store, operation, environment)
+                .await?;
+            if let Ok(steps) = &answer {
+                let size = steps.iter().map(String::len).sum();
+                check_returned(store.data(), "a step list", size)?;
+            }
+            check_error(store.data(), &answer)?;
+            Ok(answer)
         })
+        .await?;
+        let steps = answer.map_err(|error| self.plugin_failed(error))?;
+        if let Some(bad) = steps.iter().find(|s| !crate::grants::is_name(s)) {
+            return Err(self.plugin_failed(WitError::invalid(format!(
+                "step name {bad:?} must be lowercase letters, digits, '-', '_' or '.'"
+            ))));
+        }
+        Ok(steps)
+    }
+
+    /// Runs one step of a run with this lifecycle plugin.
+    pub async fn run_step(
+        &self,
+        runtime: &Runtime,
+        invocation: &Invocation,
+        context: &StepContext,
+    ) -> Result<StepOutcome, InvokeError> {
+        let lifecycle = self
+            .lifecycle
+            .as_ref()
+            .ok_or_else(|| self.wrong_role("lifecycle"))?;
+        let answer = sandboxed(runtime, &self.description, invocation, async |store| {
+            let instance = lifecycle.instantiate_async(&mut *store).await?;
+            let answer = instance
+                .berth_plugin_lifecycle_steps()
+                .call_run_step(&mut *store, context)
+                .await?;
+            if let Ok(StepOutcome::Done(Some(text)) | StepOutcome::Skipped(text)) = &answer {
+                check_returned(store.data(), "a step summary", text.len())?;
+            }
+            check_error(store.data(), &answer)?;
+            Ok(answer)
+        })
+        .await?;
+        answer.map_err(|error| self.plugin_failed(error))
+    }
+}
+
+/// Bounds the message of an error a plugin returned.
+fn check_error<T>(state: &RunState, answer: &Result<T, WitError>) -> wasmtime::Result<()> {
+    match answer {
+        Err(error) => check_returned(state, "an error message", error.message().len()),
+        Ok(_) => Ok(()),
     }
 }

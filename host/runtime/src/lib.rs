@@ -30,8 +30,10 @@ pub mod settings;
 pub mod state;
 
 pub use audit::{AuditRecord, AuditSink, JsonlAudit, MemoryAudit};
+pub use bindings::operation::{EnvironmentSettings, Repository, RepositoryLevel, Resources};
 pub use bindings::types::{
-    Environment, Error as WitError, Event, Role, RunInfo, Server, Stage, Verdict,
+    Environment, Error as WitError, Event, Role, RunInfo, Server, Stage, StepContext, StepOutcome,
+    Verdict,
 };
 pub use dispatch::{DispatchOutcome, HookResult};
 pub use engine::{Runtime, RuntimeOptions};
@@ -39,6 +41,7 @@ pub use grants::{Capability, Grant, Scope};
 pub use invoke::{Invocation, InvokeError, ServerAccess};
 pub use limits::Limits;
 pub use plugin::{Description, Plugin, PluginError};
+pub use primitives::operation::RunContext;
 pub use registry::Registry;
 pub use runlog::{LogSink, MemoryLog, RunEvent};
 pub use settings::Settings;

@@ -106,19 +106,23 @@ impl Runtime {
             .linker()
             .instantiate_pre(&component)
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        let link = |e: wasmtime::Error| PluginError::Link(format!("{e:#}"));
         let hook = match role {
-            Role::Hook => Some(
-                crate::bindings::hook::HookPre::new(pre.clone())
-                    .map_err(|e| PluginError::Link(format!("{e:#}")))?,
-            ),
+            Role::Hook => Some(crate::bindings::hook::HookPre::new(pre.clone()).map_err(link)?),
+            _ => None,
+        };
+        let lifecycle = match role {
+            Role::Lifecycle => {
+                Some(crate::bindings::lifecycle::LifecyclePre::new(pre.clone()).map_err(link)?)
+            }
             _ => None,
         };
 
         let description = self.describe(&pre, role, &hash).await?;
         Ok(Plugin {
             description: Arc::new(description),
-
             hook,
+            lifecycle,
             hash,
             wit_version,
             imports,
@@ -155,6 +159,7 @@ impl Runtime {
             log: Arc::new(crate::runlog::MemoryLog::default()),
             server: None,
             mirrors: None,
+            context: None,
             limits: crate::limits::Limits {
                 deadline: std::time::Duration::from_secs(5),
                 ..Default::default()

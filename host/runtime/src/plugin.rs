@@ -210,6 +210,7 @@ pub enum PluginError {
 pub struct Plugin {
     pub(crate) description: Arc<Description>,
     pub(crate) hook: Option<crate::bindings::hook::HookPre<RunState>>,
+    pub(crate) lifecycle: Option<crate::bindings::lifecycle::LifecyclePre<RunState>>,
     /// Lowercase hex SHA-256 of the component's bytes.
     pub(crate) hash: String,
     pub(crate) wit_version: String,

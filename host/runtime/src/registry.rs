@@ -46,11 +46,17 @@ impl Registry {
 
     /// Adds a plugin; names are unique.
     pub fn insert(&mut self, plugin: Plugin) -> Result<(), PluginError> {
+        self.insert_shared(Arc::new(plugin))
+    }
+
+    /// Adds a plugin another registry holds too (a run's hooks are the platform's and its
+    /// organization's); names are unique.
+    pub fn insert_shared(&mut self, plugin: Arc<Plugin>) -> Result<(), PluginError> {
         let name = plugin.name().to_string();
         if self.plugins.contains_key(&name) {
             return Err(PluginError::Duplicate(name));
         }
-        self.plugins.insert(name, Arc::new(plugin));
+        self.plugins.insert(name, plugin);
         Ok(())
     }
 

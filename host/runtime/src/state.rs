@@ -17,6 +17,7 @@ use crate::grants::{Capability, EnvRef, Rights};
 use crate::invoke::ServerAccess;
 use crate::limits::{BoundedOutput, HostcallBudget, LimitExceeded, Limiter, Limits};
 use crate::plugin::Description;
+use crate::primitives::operation::RunContext;
 use crate::runlog::LogSink;
 use crate::settings::Settings;
 
@@ -125,6 +126,10 @@ pub struct RunState {
     pub(crate) log: Arc<dyn LogSink>,
     pub(crate) server: Option<ServerAccess>,
     pub(crate) mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
+    pub(crate) context: Option<Arc<dyn RunContext>>,
+    /// Time spent inside host calls, and when the current one began.
+    pub(crate) host_time: std::time::Duration,
+    pub(crate) host_entered: Option<std::time::Instant>,
 }
 
 /// What [`RunState::new`] needs besides the limits.
@@ -139,6 +144,7 @@ pub(crate) struct StateParts {
     pub log: Arc<dyn LogSink>,
     pub server: Option<ServerAccess>,
     pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
+    pub context: Option<Arc<dyn RunContext>>,
 }
 
 impl RunState {
@@ -177,6 +183,9 @@ impl RunState {
             log: parts.log,
             server: parts.server,
             mirrors: parts.mirrors,
+            context: parts.context,
+            host_time: std::time::Duration::ZERO,
+            host_entered: None,
             limits,
         }
     }

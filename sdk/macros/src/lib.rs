@@ -29,9 +29,19 @@ impl Parse for Input {
 const CONTRACT_VERSION: &str = "0.1.0";
 
 /// The host interfaces every world imports; their bindings come from the SDK.
-const IMPORTS: [&str; 11] = [
-    "types", "log", "config", "secrets", "blobs", "files", "ssh", "docker", "database", "storage",
+const IMPORTS: [&str; 12] = [
+    "types",
+    "log",
+    "config",
+    "secrets",
+    "blobs",
+    "files",
+    "ssh",
+    "docker",
+    "database",
+    "storage",
     "git",
+    "operation",
 ];
 
 #[proc_macro]

@@ -13,6 +13,7 @@ pub mod docker;
 pub mod files;
 pub mod git;
 pub mod log;
+pub mod operation;
 pub mod secrets;
 pub mod ssh;
 pub mod storage;
