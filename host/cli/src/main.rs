@@ -1,10 +1,15 @@
 //! `berth`: the command line of the Berth control plane.
 //!
+//! `berth serve` runs the control plane (embedded SQLite state, default plugins, HTTP API); the
+//! object and deploy commands talk to it over its API, as any script or CI would.
+//!
 //! `berth plugin inspect` and `berth plugin run` put a plugin author (or an operator vetting an
 //! upload) in front of the real sandbox: the same loader, validation, limits and grant checks the
 //! control plane uses, with a local harness standing in for the run.
 
+mod client_cmd;
 mod plugin_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -23,9 +28,94 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the control plane: state, default plugins, HTTP API.
+    Serve(serve_cmd::ServeArgs),
+    /// Organizations (local admin: works on the state file).
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Platform-wide settings (local admin: works on the state file).
+    #[command(subcommand)]
+    Platform(PlatformCommand),
+    /// Servers of the organization.
+    Server {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: client_cmd::ServerCommand,
+    },
+    /// Projects of the organization.
+    Project {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: client_cmd::ProjectCommand,
+    },
+    /// Environments.
+    Env {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: client_cmd::EnvCommand,
+    },
+    /// Organization and project repositories.
+    Repo {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: client_cmd::RepoCommand,
+    },
+    /// First deploy or redeploy an environment, and follow it step by step.
+    Deploy {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        environment: i64,
+        /// Return once the run is started.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Runs: show, watch, cancel.
+    Run {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: client_cmd::RunCommand,
+    },
     /// Inspect and run plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Create an organization and print its first API token.
+    Create {
+        name: String,
+        #[command(flatten)]
+        data: serve_cmd::DataArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlatformCommand {
+    /// Add a platform addon repository, deployed to every environment.
+    RepoAdd {
+        name: String,
+        url: String,
+        #[arg(long)]
+        branch: Option<String>,
+        #[command(flatten)]
+        data: serve_cmd::DataArgs,
+    },
+}
+
+fn admin(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -40,7 +130,36 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match cli.command {
-        Command::Plugin(cmd) => runtime.block_on(plugin_cmd::run(cmd)),
-    }
+    use client_cmd as c;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve_cmd::serve(args).await,
+            Command::Org(OrgCommand::Create { name, data }) => {
+                admin(serve_cmd::create_org(&data, &name))
+            }
+            Command::Platform(PlatformCommand::RepoAdd {
+                name,
+                url,
+                branch,
+                data,
+            }) => admin(serve_cmd::add_platform_repo(&data, &name, &url, branch)),
+            Command::Server { api, command } => {
+                c::run(api, async |a| c::server(a, command).await).await
+            }
+            Command::Project { api, command } => {
+                c::run(api, async |a| c::project(a, command).await).await
+            }
+            Command::Env { api, command } => c::run(api, async |a| c::env(a, command).await).await,
+            Command::Repo { api, command } => {
+                c::run(api, async |a| c::repo(a, command).await).await
+            }
+            Command::Deploy {
+                api,
+                environment,
+                no_watch,
+            } => c::run(api, async |a| c::deploy(a, environment, !no_watch).await).await,
+            Command::Run { api, command } => c::run(api, async |a| c::runs(a, command).await).await,
+            Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
+        }
+    })
 }

@@ -1,0 +1,398 @@
+//! The REST routes. Each handler extracts the caller's organization, calls the store or the engine,
+//! and returns JSON; errors convert through [`ApiError`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_engine::Engine;
+use berth_state::{NewEnvironment, NewGrant, NewRepository, NewServer, RepositoryLevel};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Org;
+use crate::error::{ApiError, ApiResult};
+
+type Shared = State<Arc<Engine>>;
+
+pub(crate) fn router() -> Router<Arc<Engine>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/servers", post(create_server).get(list_servers))
+        .route("/v1/servers/{id}", get(get_server))
+        .route("/v1/projects", post(create_project).get(list_projects))
+        .route("/v1/projects/{id}", get(get_project))
+        .route(
+            "/v1/projects/{id}/environments",
+            post(create_environment).get(list_environments),
+        )
+        .route("/v1/environments/{id}", get(get_environment))
+        .route("/v1/environments/{id}/deploy", post(deploy))
+        .route("/v1/environments/{id}/runs", get(list_runs))
+        .route(
+            "/v1/repositories",
+            post(add_repository).get(list_repositories),
+        )
+        .route("/v1/plugins", post(upload_plugin).get(list_plugins))
+        .route("/v1/grants", post(add_grant))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/hooks/github/{environment}", post(crate::webhooks::github))
+        .route("/hooks/gitlab/{environment}", post(crate::webhooks::gitlab))
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI)
+}
+
+fn created<T: serde::Serialize>(value: T) -> (StatusCode, Json<T>) {
+    (StatusCode::CREATED, Json(value))
+}
+
+// ---- servers, projects, environments ---------------------------------------------------------
+
+async fn create_server(
+    State(engine): Shared,
+    Org(org): Org,
+    Json(new): Json<NewServer>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(engine.store.create_server(org, new)?))
+}
+
+async fn list_servers(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.servers(org)?))
+}
+
+async fn get_server(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.server(org, id)?))
+}
+
+#[derive(Deserialize)]
+struct NewProject {
+    name: String,
+}
+
+async fn create_project(
+    State(engine): Shared,
+    Org(org): Org,
+    Json(new): Json<NewProject>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(engine.store.create_project(org, &new.name)?))
+}
+
+async fn list_projects(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.projects(org)?))
+}
+
+async fn get_project(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.project(org, id)?))
+}
+
+async fn create_environment(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(project): Path<i64>,
+    Json(new): Json<NewEnvironment>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(created(engine.store.create_environment(org, project, new)?))
+}
+
+async fn list_environments(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(project): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.environments(org, project)?))
+}
+
+async fn get_environment(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.environment(org, id)?))
+}
+
+// ---- repositories, plugins, grants -----------------------------------------------------------
+
+#[derive(Deserialize)]
+struct RepositoryRequest {
+    /// `organization` or `project` (platform repositories are the platform operator's).
+    level: RepositoryLevel,
+    project_id: Option<i64>,
+    name: String,
+    url: String,
+    branch: Option<String>,
+}
+
+async fn add_repository(
+    State(engine): Shared,
+    Org(org): Org,
+    Json(request): Json<RepositoryRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let (organization_id, project_id) = match request.level {
+        RepositoryLevel::Platform => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "platform repositories are added by the platform's operator (`berth platform repo add`)",
+            ));
+        }
+        RepositoryLevel::Organization => (Some(org), None),
+        RepositoryLevel::Project => {
+            let project = request
+                .project_id
+                .ok_or_else(|| ApiError::bad_request("a project repository needs project_id"))?;
+            engine.store.project(org, project)?;
+            (None, Some(project))
+        }
+    };
+    let repository = engine.store.add_repository(NewRepository {
+        level: request.level,
+        organization_id,
+        project_id,
+        name: request.name,
+        url: request.url,
+        branch: request.branch,
+    })?;
+    Ok(created(repository))
+}
+
+async fn list_repositories(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.repositories(org)?))
+}
+
+/// The body is the component's bytes (`Content-Type: application/wasm`).
+async fn upload_plugin(
+    State(engine): Shared,
+    Org(org): Org,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let record = engine
+        .plugins
+        .upload(&engine.store, &engine.runtime, org, &body)
+        .await?;
+    Ok(created(record))
+}
+
+async fn list_plugins(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.plugins(org)?))
+}
+
+#[derive(Deserialize)]
+struct GrantRequest {
+    plugin: String,
+    capability: String,
+    /// The environment the grant covers; the whole organization when absent.
+    environment_id: Option<i64>,
+}
+
+async fn add_grant(
+    State(engine): Shared,
+    Org(org): Org,
+    Json(request): Json<GrantRequest>,
+) -> ApiResult<impl IntoResponse> {
+    if !engine.plugins.is_uploaded(org, &request.plugin) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("the organization has no plugin named {:?}", request.plugin),
+        ));
+    }
+    if let Err(e) = request.capability.parse::<berth_runtime::Capability>() {
+        return Err(ApiError::bad_request(e.to_string()));
+    }
+    let (project_id, environment_id) = match request.environment_id {
+        Some(env) => (None, Some(engine.store.environment(org, env)?.id)),
+        None => (None, None),
+    };
+    let grant = engine.store.add_grant(NewGrant {
+        plugin: request.plugin,
+        capability: request.capability,
+        organization_id: Some(org),
+        project_id,
+        environment_id,
+    })?;
+    Ok(created(grant))
+}
+
+// ---- deploys and runs ------------------------------------------------------------------------
+
+async fn deploy(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let environment = engine.store.environment(org, id)?;
+    let operation = if environment.deployed {
+        "redeploy"
+    } else {
+        "first-deploy"
+    };
+    let run = engine.start(org, id, operation, "api", json!({}))?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn list_runs(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+    Query(query): Query<Limit>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.runs(
+        org,
+        id,
+        query.limit.unwrap_or(50),
+    )?))
+}
+
+async fn get_run(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let run = engine.store.run(org, id)?;
+    let steps = engine.store.steps(id)?;
+    let mut body = serde_json::to_value(run).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    body["steps"] = serde_json::to_value(steps).unwrap_or(Value::Null);
+    Ok(Json(body))
+}
+
+async fn cancel_run(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    engine.store.run(org, id)?;
+    let live = engine.cancel(id)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "run_id": id, "cancel_requested": true, "in_progress": live })),
+    ))
+}
+
+/// Live events of a run as Server-Sent Events: what was recorded so far (after `Last-Event-ID`
+/// when reconnecting), then each new event as it happens; the stream ends with the run.
+async fn run_events(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    engine.store.run(org, id)?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let live = engine.subscribe(id);
+    let backlog = engine.store.events(id, after, 100_000)?;
+    let state = EventStream {
+        engine: engine.clone(),
+        run_id: id,
+        last: after,
+        backlog: backlog.into_iter().collect(),
+        live,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        let event = state.next().await?;
+        Some((Ok(event), state))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+struct EventStream {
+    engine: Arc<Engine>,
+    run_id: i64,
+    last: i64,
+    backlog: std::collections::VecDeque<berth_state::Event>,
+    live: Option<tokio::sync::broadcast::Receiver<berth_state::Event>>,
+    done: bool,
+}
+
+impl EventStream {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let event = match self.backlog.pop_front() {
+                Some(event) => event,
+                None => match &mut self.live {
+                    Some(live) => match live.recv().await {
+                        Ok(event) => event,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            // Too slow for the live stream: catch up from the store.
+                            let missed = self
+                                .engine
+                                .store
+                                .events(self.run_id, self.last, 100_000)
+                                .ok()?;
+                            self.backlog.extend(missed);
+                            continue;
+                        }
+                        Err(_) => {
+                            // The run ended between reads: whatever is left is in the store.
+                            self.live = None;
+                            let rest = self
+                                .engine
+                                .store
+                                .events(self.run_id, self.last, 100_000)
+                                .ok()?;
+                            if rest.is_empty() {
+                                return None;
+                            }
+                            self.backlog.extend(rest);
+                            continue;
+                        }
+                    },
+                    None => return None,
+                },
+            };
+            if event.id <= self.last {
+                continue;
+            }
+            self.last = event.id;
+            if event.data.get("finished") == Some(&Value::Bool(true)) {
+                self.done = true;
+            }
+            let data = serde_json::to_string(&event).unwrap_or_default();
+            return Some(
+                SseEvent::default()
+                    .id(event.id.to_string())
+                    .event(event_kind(&event))
+                    .data(data),
+            );
+        }
+    }
+}
+
+fn event_kind(event: &berth_state::Event) -> String {
+    serde_json::to_value(event.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| "log".into())
+}

@@ -1,0 +1,150 @@
+//! Git push webhooks. A push to an environment's tracked branch, with auto-deploy on, starts an
+//! `auto-deploy` run pinned to the pushed commit.
+//!
+//! - GitHub: `X-Hub-Signature-256: sha256=<hex>` is HMAC-SHA256 of the raw body with the
+//!   environment's webhook secret, verified in constant time before the body is even parsed.
+//! - GitLab: `X-Gitlab-Token` equals the secret, compared in constant time.
+//!
+//! A missing or wrong signature is `401` and nothing runs; an unknown environment is also `401`
+//! (the caller learns nothing about which environments exist).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use berth_engine::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, ApiResult};
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
+pub fn github_signature_valid(secret: &[u8], body: &[u8], signature: &str) -> bool {
+    let Some(hex_digest) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_digest) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The environment's webhook secret, or 401 for an unknown environment.
+fn secret_of(engine: &Engine, environment: i64) -> ApiResult<berth_state::Environment> {
+    engine
+        .store
+        .environment_by_id(environment)
+        .map_err(|_| ApiError::unauthorized("invalid signature"))
+}
+
+pub async fn github(
+    State(engine): State<Arc<Engine>>,
+    Path(environment): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let env = secret_of(&engine, environment)?;
+    let signature = header(&headers, "x-hub-signature-256")
+        .ok_or_else(|| ApiError::unauthorized("missing X-Hub-Signature-256"))?;
+    if !github_signature_valid(env.webhook_secret.as_bytes(), &body, signature) {
+        return Err(ApiError::unauthorized("invalid signature"));
+    }
+    match header(&headers, "x-github-event") {
+        Some("push") => push(&engine, env, &body, "github"),
+        Some("ping") => Ok((StatusCode::OK, Json(json!({ "pong": true })))),
+        other => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": format!("event {other:?} is not a push") })),
+        )),
+    }
+}
+
+pub async fn gitlab(
+    State(engine): State<Arc<Engine>>,
+    Path(environment): Path<i64>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let env = secret_of(&engine, environment)?;
+    let token = header(&headers, "x-gitlab-token")
+        .ok_or_else(|| ApiError::unauthorized("missing X-Gitlab-Token"))?;
+    if !bool::from(token.as_bytes().ct_eq(env.webhook_secret.as_bytes())) {
+        return Err(ApiError::unauthorized("invalid token"));
+    }
+    match header(&headers, "x-gitlab-event") {
+        Some("Push Hook") => push(&engine, env, &body, "gitlab"),
+        other => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "ignored": format!("event {other:?} is not a push") })),
+        )),
+    }
+}
+
+/// A verified push: GitHub and GitLab both send `ref` and `after`.
+fn push(
+    engine: &Arc<Engine>,
+    env: berth_state::Environment,
+    body: &[u8],
+    source: &str,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let payload: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the push payload is not JSON: {e}")))?;
+    let branch = payload["ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("refs/heads/"))
+        .ok_or_else(|| ApiError::bad_request("the push has no branch ref"))?;
+    let commit = payload["after"]
+        .as_str()
+        .filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| ApiError::bad_request("the push has no commit (`after`)"))?;
+    let tracked = env.branch.as_deref().unwrap_or("main");
+    let ignored = if branch != tracked {
+        Some(format!(
+            "push to {branch}; the environment tracks {tracked}"
+        ))
+    } else if !env.auto_deploy {
+        Some("auto-deploy is off for this environment".to_string())
+    } else {
+        None
+    };
+    if let Some(reason) = ignored {
+        return Ok((StatusCode::ACCEPTED, Json(json!({ "ignored": reason }))));
+    }
+    let inputs = json!({ "commit": commit, "branch": branch, "source": source });
+    let run = engine.start(env.organization_id, env.id, "auto-deploy", source, inputs)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(run).unwrap_or(Value::Null)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_signatures_are_checked() {
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body);
+        let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert!(github_signature_valid(b"s3cret", body, &good));
+        assert!(!github_signature_valid(b"other", body, &good));
+        assert!(!github_signature_valid(b"s3cret", b"{}", &good));
+        assert!(!github_signature_valid(b"s3cret", body, "sha256=zz"));
+        assert!(!github_signature_valid(b"s3cret", body, &good[7..]));
+    }
+}

@@ -1,0 +1,428 @@
+//! The commands that talk to a running control plane over its HTTP API: create servers, projects,
+//! environments and repositories, start a deploy and watch it with a progress line per step.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Args)]
+pub struct Api {
+    /// The control plane's URL.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:8640",
+        env = "BERTH_URL"
+    )]
+    url: String,
+    /// An API token of the organization (default: the file `berth-data/token`).
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the API's JSON answers instead of summaries.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum ServerCommand {
+    /// Register a server Berth reaches over SSH.
+    Add {
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        #[arg(long, default_value = "root")]
+        user: String,
+        /// The private key on the control plane that logs in to it.
+        #[arg(long)]
+        ssh_key: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum ProjectCommand {
+    Create { name: String },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum EnvCommand {
+    /// Create an environment of a project on a server.
+    Create {
+        name: String,
+        #[arg(long)]
+        project: i64,
+        #[arg(long)]
+        server: i64,
+        #[arg(long, default_value = "17.0")]
+        odoo_version: String,
+        #[arg(long, default_value = "main")]
+        branch: String,
+        #[arg(long, default_value = "development")]
+        stage: String,
+        #[arg(long)]
+        dev_mode: bool,
+        #[arg(long)]
+        workers: Option<u32>,
+        #[arg(long)]
+        memory_mb: Option<u32>,
+        #[arg(long)]
+        odoo_image: Option<String>,
+        #[arg(long)]
+        postgres_image: Option<String>,
+    },
+    Show {
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RepoCommand {
+    /// Add an organization repository, or a project's (with --project).
+    Add {
+        name: String,
+        url: String,
+        #[arg(long)]
+        project: Option<i64>,
+        #[arg(long)]
+        branch: Option<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// A run with its steps.
+    Show {
+        id: i64,
+    },
+    /// Follow a run's events until it ends.
+    Watch {
+        id: i64,
+    },
+    Cancel {
+        id: i64,
+    },
+}
+
+impl Api {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        let path = std::env::var("BERTH_DATA").unwrap_or_else(|_| "berth-data".into()) + "/token";
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_string())
+            .with_context(|| format!("no --token or BERTH_TOKEN, and cannot read {path}"))
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let client = reqwest::Client::new();
+        let mut request = client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(self.token()?);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {} (is `berth serve` running?)", self.url))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"].as_str().unwrap_or("no detail");
+            bail!("{status}: {message}");
+        }
+        Ok(value)
+    }
+
+    fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
+        if self.json {
+            println!("{value}");
+        } else {
+            println!("{}", summary(value));
+        }
+    }
+}
+
+fn named(kind: &str) -> impl Fn(&Value) -> String + '_ {
+    move |v| {
+        format!(
+            "{kind} {} (id {})",
+            v["name"].as_str().unwrap_or("?"),
+            v["id"]
+        )
+    }
+}
+
+fn listed(v: &Value) -> String {
+    v.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| format!("{}\t{}", i["id"], i["name"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Runs one API command; errors are one line.
+pub async fn run(
+    api: Api,
+    command: impl AsyncFnOnce(&Api) -> anyhow::Result<ExitCode>,
+) -> ExitCode {
+    match command(&api).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub async fn server(api: &Api, command: ServerCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match command {
+        ServerCommand::Add {
+            name,
+            host,
+            port,
+            user,
+            ssh_key,
+        } => {
+            let body = json!({ "name": name, "host": host, "port": port, "user": user, "ssh_key": ssh_key });
+            let v = api.call(Method::POST, "/v1/servers", Some(body)).await?;
+            api.print(&v, named("server"));
+        }
+        ServerCommand::List => {
+            let v = api.call(Method::GET, "/v1/servers", None).await?;
+            api.print(&v, listed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn project(api: &Api, command: ProjectCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match command {
+        ProjectCommand::Create { name } => {
+            let v = api
+                .call(Method::POST, "/v1/projects", Some(json!({ "name": name })))
+                .await?;
+            api.print(&v, named("project"));
+        }
+        ProjectCommand::List => {
+            let v = api.call(Method::GET, "/v1/projects", None).await?;
+            api.print(&v, listed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn env(api: &Api, command: EnvCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match command {
+        EnvCommand::Create {
+            name,
+            project,
+            server,
+            odoo_version,
+            branch,
+            stage,
+            dev_mode,
+            workers,
+            memory_mb,
+            odoo_image,
+            postgres_image,
+        } => {
+            let mut body = json!({
+                "name": name, "server_id": server, "odoo_version": odoo_version,
+                "branch": branch, "stage": stage, "dev_mode": dev_mode,
+            });
+            for (key, value) in [
+                ("workers", workers.map(Value::from)),
+                ("memory_mb", memory_mb.map(Value::from)),
+                ("odoo_image", odoo_image.map(Value::from)),
+                ("postgres_image", postgres_image.map(Value::from)),
+            ] {
+                if let Some(value) = value {
+                    body[key] = value;
+                }
+            }
+            let path = format!("/v1/projects/{project}/environments");
+            let v = api.call(Method::POST, &path, Some(body)).await?;
+            api.print(&v, named("environment"));
+        }
+        EnvCommand::Show { id } => {
+            let v = api
+                .call(Method::GET, &format!("/v1/environments/{id}"), None)
+                .await?;
+            api.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn repo(api: &Api, command: RepoCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match command {
+        RepoCommand::Add {
+            name,
+            url,
+            project,
+            branch,
+        } => {
+            let level = if project.is_some() {
+                "project"
+            } else {
+                "organization"
+            };
+            let body = json!({ "level": level, "project_id": project, "name": name, "url": url, "branch": branch });
+            let v = api
+                .call(Method::POST, "/v1/repositories", Some(body))
+                .await?;
+            api.print(&v, named("repository"));
+        }
+        RepoCommand::List => {
+            let v = api.call(Method::GET, "/v1/repositories", None).await?;
+            api.print(&v, listed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth deploy ENV`: starts a (re)deploy and, unless `--no-watch`, follows it.
+pub async fn deploy(api: &Api, env: i64, watch: bool) -> anyhow::Result<ExitCode> {
+    let run = api
+        .call(
+            reqwest::Method::POST,
+            &format!("/v1/environments/{env}/deploy"),
+            None,
+        )
+        .await?;
+    let id = run["id"].as_i64().context("the API returned no run id")?;
+    api.print(&run, |r| {
+        format!(
+            "run {id}: {} of environment {env}",
+            r["operation"].as_str().unwrap_or("?")
+        )
+    });
+    if watch {
+        watch_run(api, id).await
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+pub async fn runs(api: &Api, command: RunCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    match command {
+        RunCommand::Show { id } => {
+            let v = api
+                .call(Method::GET, &format!("/v1/runs/{id}"), None)
+                .await?;
+            api.print(&v, render_run);
+            Ok(ExitCode::SUCCESS)
+        }
+        RunCommand::Watch { id } => watch_run(api, id).await,
+        RunCommand::Cancel { id } => {
+            let v = api
+                .call(Method::POST, &format!("/v1/runs/{id}/cancel"), None)
+                .await?;
+            api.print(&v, |_| format!("cancel of run {id} requested"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn render_run(v: &Value) -> String {
+    let mut out = format!(
+        "run {} {} {}{}\n",
+        v["id"],
+        v["operation"].as_str().unwrap_or(""),
+        v["status"].as_str().unwrap_or(""),
+        v["error"]
+            .as_str()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+    for step in v["steps"].as_array().into_iter().flatten() {
+        let took = match (step["started_at"].as_i64(), step["finished_at"].as_i64()) {
+            (Some(a), Some(b)) => format!(" {:.1}s", (b - a) as f64 / 1000.0),
+            _ => String::new(),
+        };
+        let detail = step["error"]
+            .as_str()
+            .or(step["summary"].as_str())
+            .unwrap_or("");
+        out.push_str(&format!(
+            "  {:<22} {:<10}{took}  {detail}\n",
+            step["name"].as_str().unwrap_or(""),
+            step["status"].as_str().unwrap_or("")
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// Follows a run's SSE stream, printing one line per step change; exits 0 if it succeeded.
+async fn watch_run(api: &Api, id: i64) -> anyhow::Result<ExitCode> {
+    use futures_util::StreamExt;
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{id}/events", api.url))
+        .bearer_auth(api.token()?)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {}", api.url))?;
+    if !response.status().is_success() {
+        bail!("{}: cannot follow run {id}", response.status());
+    }
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut total = 0;
+    let mut position = 0;
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(&String::from_utf8_lossy(&chunk?));
+        while let Some(end) = buffer.find('\n') {
+            let line: String = buffer.drain(..=end).collect();
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+            let message = event["message"].as_str().unwrap_or("");
+            match event["kind"].as_str() {
+                Some("run") => {
+                    if let Some(plan) = message.strip_prefix("plan: ") {
+                        total = plan.split(", ").count();
+                    }
+                    println!("{message}");
+                }
+                Some("step") => {
+                    if event["data"]["state"] == "running" {
+                        position += 1;
+                    }
+                    println!("[{position}/{total}] {message}");
+                }
+                _ => {}
+            }
+        }
+    }
+    let run = api
+        .call(reqwest::Method::GET, &format!("/v1/runs/{id}"), None)
+        .await?;
+    Ok(if run["status"] == "succeeded" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

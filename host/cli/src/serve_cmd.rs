@@ -1,0 +1,161 @@
+//! `berth serve`: the control plane on embedded defaults — SQLite state in the data directory, the
+//! default plugins from a directory, the HTTP API on loopback — and the local admin commands that
+//! work on the same state file (`berth org create`, `berth platform repo add`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use berth_engine::{Engine, EngineConfig, Plugins};
+use berth_runtime::{Runtime, RuntimeOptions};
+use berth_state::{NewRepository, RepositoryLevel, Store};
+use clap::Args;
+
+#[derive(Args)]
+pub struct DataArgs {
+    /// The control plane's directory: state.db, caches, mirrors, run workspaces.
+    #[arg(long, default_value = "berth-data", env = "BERTH_DATA")]
+    pub data: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Address to listen on; loopback by default (put a TLS proxy in front to expose it).
+    #[arg(long, default_value = "127.0.0.1:8640", env = "BERTH_LISTEN")]
+    listen: String,
+    /// Directory of the platform's default plugins (`*.wasm`).
+    #[arg(long, default_value = "target/plugins", env = "BERTH_PLUGINS")]
+    plugins: PathBuf,
+}
+
+fn open_store(data: &Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    Store::open(data.join("state.db")).context("opening the state")
+}
+
+/// Builds the engine on `data` with the plugins of `plugins`.
+pub async fn engine(data: &Path, plugins: &Path) -> anyhow::Result<Arc<Engine>> {
+    let store = Arc::new(open_store(data)?);
+    let runtime = Arc::new(Runtime::new(RuntimeOptions {
+        cache_dir: Some(data.join("cache")),
+        ..RuntimeOptions::default()
+    })?);
+    let (plugins, failures) = Plugins::load(&runtime, plugins, data.join("plugins"))
+        .await
+        .with_context(|| format!("reading the plugin directory {}", plugins.display()))?;
+    for failure in &failures {
+        eprintln!(
+            "plugin {} not loaded: {}",
+            failure.path.display(),
+            failure.error
+        );
+    }
+    let config = EngineConfig {
+        data_dir: data.to_path_buf(),
+    };
+    Ok(Engine::new(store, runtime, plugins, config).await?)
+}
+
+pub async fn serve(args: ServeArgs) -> ExitCode {
+    match serve_inner(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
+    let data = &args.data.data;
+    let engine = engine(data, &args.plugins).await?;
+    first_start(&engine.store, data)?;
+    let names: Vec<String> = engine
+        .plugins
+        .platform()
+        .iter()
+        .map(|p| p.description().label())
+        .collect();
+    eprintln!("plugins: {}", names.join(", "));
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    eprintln!(
+        "berth serving http://{} (state {}, OpenAPI at /v1/openapi.json)",
+        listener.local_addr()?,
+        data.join("state.db").display()
+    );
+    axum::serve(listener, berth_api::app(engine))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
+
+/// On the very first start, an organization `default` and a token for it, written to
+/// `<data>/token` (mode 0600) — the only time the token is shown.
+fn first_start(store: &Store, data: &Path) -> anyhow::Result<()> {
+    if store.organization_by_name("default")?.is_some() {
+        return Ok(());
+    }
+    let org = store.create_organization("default")?;
+    let (_, token) = store.create_token(org.id, "first start")?;
+    let path = data.join("token");
+    write_private(&path, &token)?;
+    eprintln!(
+        "created organization `default`; its API token is in {}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
+}
+
+/// `berth org create NAME`: a new organization and its first token, printed once.
+pub fn create_org(data: &DataArgs, name: &str) -> anyhow::Result<()> {
+    let store = open_store(&data.data)?;
+    let org = store.create_organization(name)?;
+    let (_, token) = store.create_token(org.id, "created by berth org create")?;
+    println!("{token}");
+    eprintln!(
+        "organization {name} (id {}) created; the token above is shown only once",
+        org.id
+    );
+    Ok(())
+}
+
+/// `berth platform repo add NAME URL`: an addon repository every environment deploys.
+pub fn add_platform_repo(
+    data: &DataArgs,
+    name: &str,
+    url: &str,
+    branch: Option<String>,
+) -> anyhow::Result<()> {
+    let store = open_store(&data.data)?;
+    let repository = store.add_repository(NewRepository {
+        level: RepositoryLevel::Platform,
+        organization_id: None,
+        project_id: None,
+        name: name.into(),
+        url: url.into(),
+        branch,
+    })?;
+    println!("{}", serde_json::to_string(&repository)?);
+    Ok(())
+}

@@ -1,0 +1,577 @@
+//! The step loop of one run.
+//!
+//! Before anything runs, the run's world is assembled from the state (environment, server,
+//! repositories, secrets, grants); the lifecycle plugin then names the steps, which are persisted
+//! as `pending`. Each step is: `before:<step>` hooks (an abort stops the run before the step), the
+//! step in the sandbox (state and timing persisted before and after, with the time spent inside
+//! host primitives), `after:<step>` hooks. The first failure ends the run with that step's error;
+//! a cancel abandons the step in progress. Success records the deployed commits.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_primitives::database::DbAccess;
+use berth_primitives::docker::Scope;
+use berth_primitives::ssh::Target;
+use berth_runtime::settings::Secret;
+use berth_runtime::{
+    Capability, Environment, EnvironmentSettings, Event, Grant, Invocation, Limits, Repository,
+    RepositoryLevel, Resources, RunInfo, Server, ServerAccess, Settings, Stage, StepContext,
+    StepOutcome,
+};
+use berth_state::{EventKind, NewEvent, RunStatus, StepStatus};
+use tokio::sync::Notify;
+
+use crate::context::{RunAudit, RunCtx, RunLog};
+use crate::{DEFAULT_POSTGRES_IMAGE, Engine, default_odoo_image, random_secret};
+
+/// The environment's PostgreSQL container, as the default lifecycle plugins name it; the database
+/// primitive reaches it at its address on the environment's network.
+const DB_CONTAINER: &str = "db";
+
+/// The secrets every environment has, generated on its first run.
+const ENVIRONMENT_SECRETS: [&str; 2] = ["postgres-password", "odoo-db-password"];
+
+/// Everything a run's invocations share.
+struct Prepared {
+    invocation: Invocation,
+    context: Arc<RunCtx>,
+    log: Arc<RunLog>,
+    org_id: i64,
+}
+
+/// Runs `run_id` to its end; every outcome is persisted.
+pub(crate) async fn execute(
+    engine: &Arc<Engine>,
+    run_id: i64,
+    inputs: serde_json::Value,
+    cancel: Arc<Notify>,
+) {
+    if let Err(e) = engine.store.start_run(run_id) {
+        eprintln!("run {run_id}: cannot start: {e}");
+        return;
+    }
+    announce(engine, run_id, "run started");
+    let prepared = match prepare(engine, run_id, inputs) {
+        Ok(prepared) => prepared,
+        Err(error) => return finish(engine, run_id, RunStatus::Failed, Some(&error)),
+    };
+    let (status, error) = steps(engine, &prepared, cancel).await;
+    let hooks = engine.plugins.hooks_for(prepared.org_id);
+    let mut invocation = prepared.invocation.clone();
+    invocation.limits = Limits::default();
+    let (point, failure) = match status {
+        RunStatus::Succeeded => ("on-success", None),
+        _ => ("on-failure", error.clone()),
+    };
+    let event = hook_event(&invocation, point, None, failure, &prepared.context);
+    prepared.log.set_step(None);
+    let outcome = hooks.dispatch(&engine.runtime, &invocation, &event).await;
+    if let Some(reason) = outcome.stop_reason() {
+        note_line(engine, run_id, None, "warn", &format!("{point}: {reason}"));
+    }
+    finish(engine, run_id, status, error.as_deref());
+}
+
+/// The lifecycle's steps, in order, with their hooks. Returns how the run ended.
+async fn steps(
+    engine: &Arc<Engine>,
+    prepared: &Prepared,
+    cancel: Arc<Notify>,
+) -> (RunStatus, Option<String>) {
+    let run_id = prepared.context.run_id;
+    let operation = prepared.invocation.run.operation.clone();
+    let plugin_name = Engine::lifecycle_for(&operation).unwrap_or_default();
+    let Some(lifecycle) = engine.plugins.lifecycle(plugin_name) else {
+        return (
+            RunStatus::Failed,
+            Some(format!(
+                "the lifecycle plugin {plugin_name:?} for {operation} is not installed"
+            )),
+        );
+    };
+    let invocation = &prepared.invocation;
+    let names = match lifecycle
+        .steps(&engine.runtime, invocation, &operation)
+        .await
+    {
+        Ok(names) => names,
+        Err(e) => {
+            return (
+                RunStatus::Failed,
+                Some(format!("planning {operation}: {e}")),
+            );
+        }
+    };
+    if let Err(e) = engine.store.plan_steps(run_id, &names) {
+        return (
+            RunStatus::Failed,
+            Some(format!("cannot record the plan: {e}")),
+        );
+    }
+    announce(engine, run_id, &format!("plan: {}", names.join(", ")));
+    let hooks = engine.plugins.hooks_for(prepared.org_id);
+    let mut hook_invocation = invocation.clone();
+    hook_invocation.limits = Limits::default();
+
+    // Stops the run: the steps not run are marked cancelled.
+    let stop = |status: RunStatus, error: String| {
+        logged(
+            run_id,
+            engine.store.cancel_pending_steps(run_id).map(|_| ()),
+        );
+        (status, Some(error))
+    };
+    let hook_point = async |point: String, step: &str| {
+        let event = hook_event(
+            &hook_invocation,
+            &point,
+            Some(step),
+            None,
+            &prepared.context,
+        );
+        let outcome = hooks
+            .dispatch(&engine.runtime, &hook_invocation, &event)
+            .await;
+        outcome.stop_reason()
+    };
+
+    for (position, name) in names.iter().enumerate() {
+        let position = position as u32;
+        if engine.store.cancel_requested(run_id).unwrap_or(false) {
+            return stop(RunStatus::Cancelled, format!("cancelled before {name}"));
+        }
+        logged(run_id, engine.store.set_current_step(run_id, Some(name)));
+        prepared.log.set_step(Some(name));
+
+        if let Some(reason) = hook_point(format!("before:{name}"), name).await {
+            let error = format!("stopped before {name}: {reason}");
+            let ending = Ending::error(StepStatus::Cancelled, &error, None, error.clone());
+            end_step(engine, run_id, position, name, ending);
+            return stop(RunStatus::Failed, error);
+        }
+
+        logged(run_id, engine.store.step_started(run_id, position));
+        step_event(engine, run_id, name, "running", "");
+        let context = StepContext {
+            run: invocation.run.clone(),
+            step: name.clone(),
+            attempt: 1,
+        };
+        prepared.context.take_host_time();
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = lifecycle.run_step(&engine.runtime, invocation, &context) => Some(outcome),
+            () = cancel.notified() => None,
+        };
+        let wall = started.elapsed();
+        let host = prepared.context.take_host_time();
+        let host_ms = Some(host.as_millis() as i64);
+        let timing = format!(
+            "[{:.2}s, host primitives {:.2}s]",
+            wall.as_secs_f64(),
+            host.as_secs_f64()
+        );
+        match outcome {
+            None => {
+                let error = format!("cancelled during {name}");
+                let ending = Ending::error(StepStatus::Cancelled, &error, host_ms, timing);
+                end_step(engine, run_id, position, name, ending);
+                return stop(RunStatus::Cancelled, error);
+            }
+            Some(Ok(StepOutcome::Done(summary))) => {
+                let detail = format!("{} {timing}", summary.as_deref().unwrap_or(""));
+                let ending = Ending::summary(StepStatus::Done, summary.as_deref(), host_ms, detail);
+                end_step(engine, run_id, position, name, ending);
+            }
+            Some(Ok(StepOutcome::Skipped(reason))) => {
+                let ending =
+                    Ending::summary(StepStatus::Skipped, Some(&reason), host_ms, reason.clone());
+                end_step(engine, run_id, position, name, ending);
+            }
+            Some(Err(e)) => {
+                let error = e.to_string();
+                let detail = format!("{error} {timing}");
+                let ending = Ending::error(StepStatus::Failed, &error, host_ms, detail);
+                end_step(engine, run_id, position, name, ending);
+                return stop(RunStatus::Failed, format!("step {name} failed: {error}"));
+            }
+        }
+
+        if let Some(reason) = hook_point(format!("after:{name}"), name).await {
+            return stop(RunStatus::Failed, format!("stopped after {name}: {reason}"));
+        }
+    }
+    logged(run_id, engine.store.set_current_step(run_id, None));
+    let env_id = prepared.context.env_id;
+    let revisions = prepared.context.deployed_revisions();
+    let recorded = engine
+        .store
+        .set_deployed_revisions(env_id, &revisions)
+        .and_then(|()| {
+            if operation.ends_with("deploy") {
+                engine.store.set_deployed(env_id)
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(e) = recorded {
+        return (
+            RunStatus::Failed,
+            Some(format!("cannot record the deployed commits: {e}")),
+        );
+    }
+    (RunStatus::Succeeded, None)
+}
+
+/// Assembles the run's invocation from the state.
+fn prepare(
+    engine: &Arc<Engine>,
+    run_id: i64,
+    inputs: serde_json::Value,
+) -> Result<Prepared, String> {
+    let store = &engine.store;
+    let run = store.run_by_id(run_id).map_err(|e| e.to_string())?;
+    let env = store
+        .environment_by_id(run.environment_id)
+        .map_err(|e| e.to_string())?;
+    let org = store
+        .organization(env.organization_id)
+        .map_err(|e| e.to_string())?;
+    let project = store
+        .project(env.organization_id, env.project_id)
+        .map_err(|e| e.to_string())?;
+    let server = store
+        .server(env.organization_id, env.server_id)
+        .map_err(|e| e.to_string())?;
+
+    for name in ENVIRONMENT_SECRETS {
+        if store
+            .secret(env.id, name)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            store
+                .set_secret(env.id, name, &random_secret())
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let secrets: Vec<(String, String)> = store.secrets(env.id).map_err(|e| e.to_string())?;
+    let postgres_password = secrets
+        .iter()
+        .find(|(n, _)| n == "postgres-password")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let mut settings = Settings::default();
+    for (name, value) in secrets {
+        settings.secrets.insert(name, Secret::new(value));
+    }
+
+    let branch = env.branch.clone().unwrap_or_else(|| "main".into());
+    let deployed = store
+        .deployed_revisions(env.id)
+        .map_err(|e| e.to_string())?;
+    let pinned = inputs
+        .get("commit")
+        .and_then(|c| c.as_str())
+        .map(str::to_string);
+    let repositories = store
+        .repositories_for(env.id)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| {
+            let level = match r.level {
+                berth_state::RepositoryLevel::Platform => RepositoryLevel::Platform,
+                berth_state::RepositoryLevel::Organization => RepositoryLevel::Organization,
+                berth_state::RepositoryLevel::Project => RepositoryLevel::Project,
+            };
+            let is_project = level == RepositoryLevel::Project;
+            let repository = Repository {
+                name: r.name.clone(),
+                level,
+                url: r.url.clone(),
+                branch: r.branch.clone().unwrap_or_else(|| {
+                    if is_project {
+                        branch.clone()
+                    } else {
+                        "main".into()
+                    }
+                }),
+                deployed: deployed
+                    .iter()
+                    .find(|(id, _)| *id == r.id)
+                    .map(|(_, c)| c.clone()),
+                // A push pins the project's repositories to the commit pushed.
+                pinned: if is_project { pinned.clone() } else { None },
+            };
+            (r.id, repository)
+        })
+        .collect();
+
+    let scope = Scope::environment(&org.name, &project.name, &env.name);
+    let environment_settings = EnvironmentSettings {
+        dev_mode: env.dev_mode,
+        domain: env.domain.clone(),
+        resources: Resources {
+            cpu_millis: (env.cpus * 1000.0) as u32,
+            memory_mb: env.memory_mb,
+            workers: env.workers,
+        },
+        odoo_image: env
+            .odoo_image
+            .clone()
+            .unwrap_or_else(|| default_odoo_image(&env.odoo_version)),
+        postgres_image: env
+            .postgres_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_POSTGRES_IMAGE.into()),
+        http_port: env.http_port,
+        directory: scope.root.clone(),
+    };
+    let context = Arc::new(RunCtx {
+        engine: Arc::downgrade(engine),
+        run_id,
+        env_id: env.id,
+        settings: environment_settings,
+        repositories,
+        inputs,
+        facts: Mutex::new(serde_json::Map::new()),
+        deployed: Mutex::new(Default::default()),
+        host_time: Mutex::new(Duration::ZERO),
+    });
+    let log = Arc::new(RunLog {
+        engine: Arc::downgrade(engine),
+        run_id,
+        step: Mutex::new(None),
+    });
+    let stage = match env.stage.as_str() {
+        "production" => Stage::Production,
+        "staging" => Stage::Staging,
+        _ => Stage::Development,
+    };
+    let environment = Environment {
+        organization: org.name.clone(),
+        project: project.name.clone(),
+        name: env.name.clone(),
+        stage,
+        odoo_version: env.odoo_version.clone(),
+        branch: env.branch.clone(),
+        server: Server {
+            name: server.name.clone(),
+            host: server.host.clone(),
+            port: server.port,
+        },
+    };
+    let env_scope = berth_runtime::Scope::environment(&org.name, &project.name, &env.name);
+    let mut grants = Vec::new();
+    // The platform's lifecycle plugins hold what they declare; the platform team vouches for them.
+    for plugin in engine.plugins.platform().iter() {
+        if plugin.description().role == berth_runtime::Role::Lifecycle {
+            for capability in &plugin.description().capabilities {
+                grants.push(Grant {
+                    plugin: plugin.name().to_string(),
+                    capability: capability.clone(),
+                    scope: env_scope.clone(),
+                });
+            }
+        }
+    }
+    // Hook plugins hold what an operator granted for this environment (or wider).
+    for grant in store.grants_for(env.id).map_err(|e| e.to_string())? {
+        let capability: Capability = grant
+            .capability
+            .parse()
+            .map_err(|e| format!("grant {}: {e}", grant.id))?;
+        grants.push(Grant {
+            plugin: grant.plugin,
+            capability,
+            scope: env_scope.clone(),
+        });
+    }
+    let pool = engine.pool(&server.ssh_key)?;
+    let workspace = engine.data_dir().join("runs").join(run_id.to_string());
+    std::fs::create_dir_all(&workspace).map_err(|e| format!("cannot create the workspace: {e}"))?;
+    let invocation = Invocation {
+        run: RunInfo {
+            id: run_id.to_string(),
+            operation: run.operation.clone(),
+            environment,
+        },
+        grants: Arc::new(grants),
+        settings: Arc::new(settings),
+        workspace: Some(workspace),
+        audit: Arc::new(RunAudit {
+            engine: Arc::downgrade(engine),
+            run_id,
+        }),
+        log: log.clone(),
+        limits: Limits::step(),
+        server: Some(ServerAccess {
+            pool,
+            target: Target {
+                name: server.name.clone(),
+                host: server.host.clone(),
+                port: server.port,
+                user: server.user.clone(),
+            },
+            database: Some(DbAccess {
+                host: String::new(),
+                port: 5432,
+                user: "postgres".into(),
+                password: postgres_password,
+                container: DB_CONTAINER.into(),
+            }),
+        }),
+        mirrors: Some(engine.mirrors.clone()),
+        context: Some(context.clone()),
+    };
+    Ok(Prepared {
+        invocation,
+        context,
+        log,
+        org_id: env.organization_id,
+    })
+}
+
+fn hook_event(
+    invocation: &Invocation,
+    point: &str,
+    step: Option<&str>,
+    failure: Option<String>,
+    context: &RunCtx,
+) -> Event {
+    let payload = serde_json::json!({
+        "inputs": context.inputs,
+        "facts": context.facts_value(),
+    });
+    Event {
+        point: point.to_string(),
+        run: invocation.run.clone(),
+        step: step.map(str::to_string),
+        failure,
+        payload: payload.to_string(),
+    }
+}
+
+/// How a step ended, as persisted and announced.
+struct Ending<'a> {
+    status: StepStatus,
+    summary: Option<&'a str>,
+    error: Option<&'a str>,
+    host_ms: Option<i64>,
+    /// The line of the step's event.
+    detail: String,
+}
+
+impl<'a> Ending<'a> {
+    fn summary(
+        status: StepStatus,
+        summary: Option<&'a str>,
+        host_ms: Option<i64>,
+        detail: String,
+    ) -> Self {
+        Ending {
+            status,
+            summary,
+            error: None,
+            host_ms,
+            detail,
+        }
+    }
+
+    fn error(status: StepStatus, error: &'a str, host_ms: Option<i64>, detail: String) -> Self {
+        Ending {
+            status,
+            summary: None,
+            error: Some(error),
+            host_ms,
+            detail,
+        }
+    }
+}
+
+fn end_step(engine: &Engine, run_id: i64, position: u32, name: &str, ending: Ending) {
+    let stored = engine.store.step_finished(
+        run_id,
+        position,
+        ending.status,
+        ending.summary,
+        ending.error,
+        ending.host_ms,
+    );
+    logged(run_id, stored);
+    step_event(
+        engine,
+        run_id,
+        name,
+        ending.status.as_str(),
+        ending.detail.trim(),
+    );
+}
+
+/// A state write that failed mid-run is reported; the run goes on (its outcome is written at the
+/// end, and a control plane that cannot write at all fails that final write loudly).
+fn logged(run_id: i64, result: Result<(), berth_state::StateError>) {
+    if let Err(e) = result {
+        eprintln!("run {run_id}: cannot record its state: {e}");
+    }
+}
+
+fn step_event(engine: &Engine, run_id: i64, step: &str, state: &str, detail: &str) {
+    let message = if detail.is_empty() {
+        format!("{step}: {state}")
+    } else {
+        format!("{step}: {state}: {detail}")
+    };
+    engine.emit(NewEvent {
+        run_id,
+        kind: EventKind::Step,
+        level: None,
+        step: Some(step.to_string()),
+        message,
+        data: serde_json::json!({ "state": state }),
+    });
+}
+
+fn announce(engine: &Engine, run_id: i64, message: &str) {
+    engine.emit(NewEvent {
+        run_id,
+        kind: EventKind::Run,
+        level: None,
+        step: None,
+        message: message.to_string(),
+        data: serde_json::json!({}),
+    });
+}
+
+fn note_line(engine: &Engine, run_id: i64, step: Option<&str>, level: &str, message: &str) {
+    engine.emit(NewEvent {
+        run_id,
+        kind: EventKind::Log,
+        level: Some(level.to_string()),
+        step: step.map(str::to_string),
+        message: message.to_string(),
+        data: serde_json::json!({}),
+    });
+}
+
+fn finish(engine: &Engine, run_id: i64, status: RunStatus, error: Option<&str>) {
+    if let Err(e) = engine.store.finish_run(run_id, status, error) {
+        eprintln!("run {run_id}: cannot record its end: {e}");
+    }
+    let status_name = serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    engine.emit(NewEvent {
+        run_id,
+        kind: EventKind::Run,
+        level: None,
+        step: None,
+        message: match error {
+            Some(error) => format!("run {status_name}: {error}"),
+            None => format!("run {status_name}"),
+        },
+        data: serde_json::json!({ "status": status_name, "finished": true }),
+    });
+}
