@@ -4,6 +4,8 @@
 //! `target/wasm32-wasip2/release`; `BERTH_WASM_DIR` overrides where they are looked for. A missing
 //! component fails the test with the command that builds it.
 
+pub mod control_plane;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -82,6 +84,7 @@ impl Harness {
             limits: Limits::default(),
             server: None,
             mirrors: None,
+            context: None,
         };
         Harness {
             invocation,
@@ -107,10 +110,10 @@ impl Harness {
 pub struct Testbed {
     /// Berth's private key, authorized on every test server.
     pub key: PathBuf,
-    /// The Docker network the servers are on.
-    pub network: String,
     /// The PostgreSQL stand-in image.
     pub postgres_image: String,
+    /// The Odoo stand-in image.
+    pub odoo_image: String,
     pub servers: Vec<TestServer>,
 }
 
@@ -160,8 +163,8 @@ pub fn testbed() -> Testbed {
         .collect();
     Testbed {
         key: var("BERTH_TEST_SSH_KEY").into(),
-        network: var("BERTH_TEST_NETWORK"),
         postgres_image: var("BERTH_TEST_POSTGRES_IMAGE"),
+        odoo_image: var("BERTH_TEST_ODOO_IMAGE"),
         servers,
     }
 }
@@ -240,18 +243,8 @@ pub mod server {
         };
         docker.create(&spec).await.unwrap();
         docker.start("db").await.unwrap();
-        // The server reaches the environment's network as a real host reaches its Docker bridges.
-        let network = format!("berth-acme-shop-{}-internal", env.name);
-        let connected = std::process::Command::new("docker")
-            .args([
-                "network",
-                "connect",
-                &network,
-                &testbed().servers[0].container,
-            ])
-            .status()
-            .unwrap();
-        assert!(connected.success());
+        // The server shares the machine's network stack, so it reaches the container's bridge address
+        // as a real Docker host does.
         let info = docker.inspect("db").await.unwrap();
         let access = DbAccess {
             host: info.addresses[0].1.clone(),

@@ -2,32 +2,11 @@
 //! exported to a test server over SSH.
 
 use std::path::Path;
-use std::process::Command as Process;
 
+use berth_e2e::control_plane::git;
 use berth_e2e::server::Env;
 use berth_primitives::git::{GitError, Mirrors};
 use berth_primitives::ssh::Command;
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Process::new("git")
-        .args([
-            "-C",
-            repo.to_str().unwrap(),
-            "-c",
-            "user.name=Berth",
-            "-c",
-            "user.email=berth@example.invalid",
-        ])
-        .args(args)
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// A repository with two commits on `main`; returns (url, first, second).
 fn repository(dir: &Path) -> (String, String, String) {

@@ -1,0 +1,515 @@
+//! Deploys through the HTTP API against the real test servers: first deploy, redeploy that keeps the
+//! data, pushes deployed fast or full, signatures, busy answers, a failing step, and customer hooks.
+//!
+//! Odoo is the test bed's stand-in image (it honours the official image's contract, and refuses to
+//! serve a database that was never initialised), PostgreSQL the test bed's image.
+
+use std::sync::Arc;
+
+use berth_e2e::control_plane::{ControlPlane, commit, repository};
+use berth_e2e::{component, testbed};
+use berth_primitives::database::{DbAccess, EnvDatabase, Value as DbValue};
+use berth_primitives::docker::{EnvDocker, Scope, connect};
+use berth_primitives::ssh::{SshPool, Target};
+use serde_json::{Value, json};
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{:x}", nanos % 0xffffff)
+}
+
+/// An organization `acme` with a server (test server 1), a project `shop`, repositories at the
+/// three levels, and the customer hook plugin `gate` uploaded.
+struct Fixture {
+    cp: ControlPlane,
+    token: String,
+    project: i64,
+    server: i64,
+    project_repo: std::path::PathBuf,
+    _repos: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let bed = testbed();
+    let cp = ControlPlane::start().await;
+    let (org, token) = cp.organization("acme");
+    let server = &bed.servers[0];
+    let server = cp
+        .post(
+            &token,
+            "/v1/servers",
+            json!({ "name": "server-1", "host": server.host, "port": server.port,
+                    "ssh_key": bed.key.display().to_string() }),
+        )
+        .await;
+    let project = cp
+        .post(&token, "/v1/projects", json!({ "name": "shop" }))
+        .await;
+    let repos = tempfile::tempdir().unwrap();
+    let manifest = "{'name': 'M', 'version': '1.0', 'depends': ['base']}\n";
+    let platform = repository(
+        &repos.path().join("platform"),
+        &[("web_theme/__manifest__.py", manifest)],
+    );
+    let organization = repository(
+        &repos.path().join("org"),
+        &[("addons/acme_base/__manifest__.py", manifest)],
+    );
+    let project_repo = repos.path().join("shop");
+    let primary = repository(
+        &project_repo,
+        &[
+            ("addons/shop_sale/__manifest__.py", manifest),
+            ("addons/shop_sale/models.py", "# v1\n"),
+            ("apt.txt", "# system packages\nberth-standin-tool\n"),
+            ("requirements.txt", "berth-standin-dep\n"),
+        ],
+    );
+    cp.engine
+        .store
+        .add_repository(berth_state::NewRepository {
+            level: berth_state::RepositoryLevel::Platform,
+            organization_id: None,
+            project_id: None,
+            name: "platform-addons".into(),
+            url: platform,
+            branch: None,
+        })
+        .unwrap();
+    cp.post(
+        &token,
+        "/v1/repositories",
+        json!({ "level": "organization", "name": "acme-addons", "url": organization }),
+    )
+    .await;
+    cp.post(
+        &token,
+        "/v1/repositories",
+        json!({ "level": "project", "project_id": project["id"], "name": "shop", "url": primary }),
+    )
+    .await;
+    let gate = std::fs::read(component("gate")).unwrap();
+    let uploaded = cp
+        .client
+        .post(format!("{}/v1/plugins", cp.url))
+        .bearer_auth(&token)
+        .body(gate)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201, "{:?}", uploaded.text().await);
+    let _ = org;
+    Fixture {
+        project: project["id"].as_i64().unwrap(),
+        server: server["id"].as_i64().unwrap(),
+        cp,
+        token,
+        project_repo,
+        _repos: repos,
+    }
+}
+
+impl Fixture {
+    async fn environment(&self, name: &str, server: i64) -> Value {
+        let bed = testbed();
+        self.cp
+            .post(
+                &self.token,
+                &format!("/v1/projects/{}/environments", self.project),
+                json!({
+                    "name": name, "server_id": server, "odoo_version": "17.0", "branch": "main",
+                    "stage": "staging", "dev_mode": true, "workers": 1, "memory_mb": 1024,
+                    "odoo_image": bed.odoo_image, "postgres_image": bed.postgres_image,
+                }),
+            )
+            .await
+    }
+
+    async fn deploy(&self, env: i64) -> Value {
+        let (status, run) = self
+            .cp
+            .call(
+                &self.token,
+                reqwest::Method::POST,
+                &format!("/v1/environments/{env}/deploy"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{run}");
+        run
+    }
+
+    async fn run_count(&self, env: i64) -> usize {
+        let runs = self
+            .cp
+            .get(&self.token, &format!("/v1/environments/{env}/runs"))
+            .await;
+        runs.as_array().unwrap().len()
+    }
+}
+
+fn steps(run: &Value) -> Vec<(String, String)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {run}"))
+}
+
+fn report_timing(label: &str, run: &Value) {
+    let total: i64 = run["finished_at"].as_i64().unwrap() - run["started_at"].as_i64().unwrap();
+    let host: i64 = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["host_ms"].as_i64())
+        .sum();
+    eprintln!(
+        "{label}: {total} ms wall, {host} ms inside host primitives (SSH, Docker, PostgreSQL, git)"
+    );
+    for s in run["steps"].as_array().unwrap() {
+        if let (Some(a), Some(b)) = (s["started_at"].as_i64(), s["finished_at"].as_i64()) {
+            eprintln!(
+                "  {:<22} {:>6} ms (host {:>6} ms) {}",
+                s["name"].as_str().unwrap(),
+                b - a,
+                s["host_ms"].as_i64().unwrap_or(0),
+                s["status"].as_str().unwrap()
+            );
+        }
+    }
+}
+
+/// The environment's database as the primitives reach it (the test's own window on the data).
+fn env_database(cp: &ControlPlane, env_id: i64, env: &str) -> (EnvDatabase, tempfile::TempDir) {
+    let bed = testbed();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
+    let target = Target {
+        name: "server-1".into(),
+        host: bed.servers[0].host.clone(),
+        port: bed.servers[0].port,
+        user: "root".into(),
+    };
+    let docker: EnvDocker = EnvDocker::new(
+        connect(pool.clone(), target.clone()).unwrap(),
+        Scope::environment("acme", "shop", env),
+    );
+    let password = cp
+        .engine
+        .store
+        .secret(env_id, "postgres-password")
+        .unwrap()
+        .expect("the deploy generated the PostgreSQL password");
+    let access = DbAccess {
+        host: String::new(),
+        port: 5432,
+        user: "postgres".into(),
+        password,
+        container: "db".into(),
+    };
+    (EnvDatabase::new(pool, target, access, docker), dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_redeploy_and_pushes_through_the_api() {
+    let f = fixture().await;
+    let name = unique("e2e");
+    let env = f.environment(&name, f.server).await;
+    let env_id = env["id"].as_i64().unwrap();
+
+    // First deploy: every step in the seed's order; the live stream tells the same story.
+    let run = f.deploy(env_id).await;
+    assert_eq!(run["operation"], "first-deploy");
+    let run_id = run["id"].as_i64().unwrap();
+    let events = f.cp.sse_events(&f.token, run_id).await;
+    let run = f.cp.finished(&f.token, run_id).await;
+    report_timing("first deploy", &run);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let expected = [
+        ("connect-server", "done"),
+        ("setup-database", "done"),
+        ("configure-dns", "skipped"),
+        ("clone-repositories", "done"),
+        ("start-odoo", "done"),
+        ("install-dependencies", "done"),
+        ("initialize-database", "done"),
+        ("configure-ssl", "skipped"),
+        ("health-check", "done"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(steps(&run), expected);
+    assert_eq!(
+        step(&run, "configure-dns")["summary"],
+        "no DNS provider configured"
+    );
+    let clone = step(&run, "clone-repositories")["summary"]
+        .as_str()
+        .unwrap();
+    for repo in ["shop@", "acme-addons@", "platform-addons@"] {
+        assert!(clone.contains(repo), "{clone}");
+    }
+    let deps = step(&run, "install-dependencies")["summary"]
+        .as_str()
+        .unwrap();
+    assert!(deps.contains("berth-standin-tool"), "{deps}");
+    assert!(deps.contains("berth-standin-dep"), "{deps}");
+    assert!(deps.contains("Odoo restarted"), "{deps}");
+    let order: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "step" && e["data"]["state"] == "running")
+        .map(|e| e["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        expected.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>()
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"].as_str().unwrap_or("").contains("gate: ")
+                && e["step"] == "health-check"),
+        "the customer hook subscribed to after:health-check ran"
+    );
+    assert_eq!(events.last().unwrap()["data"]["status"], "succeeded");
+
+    // Data written to the database survives a redeploy.
+    let (db, _dir) = env_database(&f.cp, env_id, &name);
+    db.execute(
+        &name,
+        "INSERT INTO res_partner (name, email) VALUES ($1, $2)",
+        &[
+            DbValue::Text("Kept Customer".into()),
+            DbValue::Text("kept@example.com".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    let run = f.deploy(env_id).await;
+    assert_eq!(run["operation"], "redeploy");
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    report_timing("redeploy", &run);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(step(&run, "initialize-database")["status"], "skipped");
+    let kept = db
+        .query(
+            &name,
+            "SELECT count(*) FROM res_partner WHERE name = $1",
+            &[DbValue::Text("Kept Customer".into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.1[0][0],
+        DbValue::Int(1),
+        "the row survived the redeploy"
+    );
+
+    // A code-only push with dev mode on: Fast.
+    let secret = env["webhook_secret"].as_str().unwrap();
+    let code = commit(
+        &f.project_repo,
+        &[("addons/shop_sale/models.py", "# v2\n")],
+        "code",
+    );
+    let (status, run) = f.cp.github_push(env_id, secret, "main", &code).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["operation"], "auto-deploy");
+    let fast_id = run["id"].as_i64().unwrap();
+    // While it runs, a deploy is refused with the run in progress.
+    let (status, busy) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            &format!("/v1/environments/{env_id}/deploy"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{busy}");
+    assert_eq!(busy["run_id"], fast_id);
+    assert_eq!(busy["error"], format!("busy: run {fast_id} in progress"));
+    let events = f.cp.sse_events(&f.token, fast_id).await;
+    let run = f.cp.finished(&f.token, fast_id).await;
+    report_timing("fast deploy", &run);
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["facts"]["path"], "fast", "{run:#}");
+    assert_eq!(
+        steps(&run)
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>(),
+        ["pull-latest-code", "restart-odoo", "health-check"]
+    );
+    assert!(
+        step(&run, "pull-latest-code")["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("shop@{}", &code[..7]))
+    );
+    assert!(!events.iter().any(|e| e["step"] == "install-dependencies"));
+
+    // A push that changes requirements.txt: Full, and the reason says why.
+    let deps = commit(
+        &f.project_repo,
+        &[("requirements.txt", "berth-standin-dep\n# pinned\n")],
+        "deps",
+    );
+    let (status, run) = f.cp.github_push(env_id, secret, "main", &deps).await;
+    assert_eq!(status, 202, "{run}");
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["facts"]["path"], "full");
+    assert!(
+        run["facts"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("requirements.txt"),
+        "{run:#}"
+    );
+    assert_eq!(step(&run, "install-dependencies")["status"], "done");
+
+    // A wrong signature, or none: 401 and nothing runs.
+    let before = f.run_count(env_id).await;
+    let (status, _) =
+        f.cp.github_push(env_id, "not-the-secret", "main", &deps)
+            .await;
+    assert_eq!(status, 401);
+    let unsigned =
+        f.cp.client
+            .post(format!("{}/hooks/github/{env_id}", f.cp.url))
+            .header("X-GitHub-Event", "push")
+            .body(json!({ "ref": "refs/heads/main", "after": deps }).to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let gitlab =
+        f.cp.client
+            .post(format!("{}/hooks/gitlab/{env_id}", f.cp.url))
+            .header("X-Gitlab-Event", "Push Hook")
+            .header("X-Gitlab-Token", "wrong")
+            .body(json!({ "ref": "refs/heads/main", "after": deps }).to_string())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(gitlab.status(), 401);
+    assert_eq!(f.run_count(env_id).await, before, "no run was started");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_step_stops_the_run_with_its_error() {
+    let f = fixture().await;
+    // A server nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let bed = testbed();
+    let server =
+        f.cp.post(
+            &f.token,
+            "/v1/servers",
+            json!({ "name": "gone", "host": "127.0.0.1", "port": port,
+                    "ssh_key": bed.key.display().to_string() }),
+        )
+        .await;
+    let env = f
+        .environment(&unique("gone"), server["id"].as_i64().unwrap())
+        .await;
+    let run = f.deploy(env["id"].as_i64().unwrap()).await;
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "failed");
+    let error = run["error"].as_str().unwrap();
+    assert!(error.starts_with("step connect-server failed:"), "{error}");
+    let connect = step(&run, "connect-server");
+    assert_eq!(connect["status"], "failed");
+    assert!(
+        connect["error"]
+            .as_str()
+            .unwrap()
+            .contains(&port.to_string()),
+        "{connect}"
+    );
+    for (name, status) in steps(&run).into_iter().skip(1) {
+        assert_eq!(status, "cancelled", "{name} never ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_that_aborts_before_start_odoo_stops_the_run() {
+    let f = fixture().await;
+    let env = f.environment(&unique("frozen"), f.server).await;
+    let run = f.deploy(env["id"].as_i64().unwrap()).await;
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("stopped before start-odoo") && error.contains("is frozen"),
+        "{error}"
+    );
+    assert_eq!(step(&run, "clone-repositories")["status"], "done");
+    assert_eq!(step(&run, "start-odoo")["status"], "cancelled");
+    assert_eq!(step(&run, "health-check")["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_see_only_their_organization() {
+    let f = fixture().await;
+    let env = f.environment(&unique("mine"), f.server).await;
+    let (_, other) = f.cp.organization("other");
+    for path in [
+        format!("/v1/environments/{}", env["id"]),
+        format!("/v1/projects/{}", f.project),
+        format!("/v1/servers/{}", f.server),
+    ] {
+        let (status, _) = f.cp.call(&other, reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    let (status, _) =
+        f.cp.call(
+            &other,
+            reqwest::Method::POST,
+            &format!("/v1/environments/{}/deploy", env["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) =
+        f.cp.call("berth_nonsense", reqwest::Method::GET, "/v1/projects", None)
+            .await;
+    assert_eq!(status, 401);
+    let openapi =
+        f.cp.client
+            .get(format!("{}/v1/openapi.json", f.cp.url))
+            .send()
+            .await
+            .unwrap();
+    let doc: Value = openapi.json().await.unwrap();
+    for path in [
+        "/v1/environments/{id}/deploy",
+        "/v1/runs/{id}/events",
+        "/hooks/github/{environment}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+}
