@@ -33,7 +33,17 @@ pub fn default_plugins() -> PathBuf {
 
 impl ControlPlane {
     pub async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap()).await
+    }
+
+    /// Stops serving and starts a new control plane on the same state, as after a restart.
+    pub async fn restart(self) -> Self {
+        let ControlPlane { engine, _data, .. } = self;
+        drop(engine);
+        Self::start_in(_data).await
+    }
+
+    async fn start_in(data: tempfile::TempDir) -> Self {
         let store = Arc::new(Store::open(data.path().join("state.db")).unwrap());
         let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/berth-test-cache");
         let runtime = Arc::new(

@@ -513,3 +513,78 @@ async fn tokens_see_only_their_organization() {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_run_stops_and_runs_no_later_step() {
+    let f = fixture().await;
+    let env = f.environment(&unique("cancel"), f.server).await;
+    let run = f.deploy(env["id"].as_i64().unwrap()).await;
+    let id = run["id"].as_i64().unwrap();
+    let (status, answer) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            &format!("/v1/runs/{id}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let run = f.cp.finished(&f.token, id).await;
+    assert_eq!(run["status"], "cancelled", "{run:#}");
+    assert_eq!(step(&run, "health-check")["status"], "cancelled");
+    assert!(
+        !steps(&run)
+            .iter()
+            .any(|(_, s)| s == "running" || s == "pending"),
+        "{run:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_left_running_by_a_stopped_control_plane_is_marked_interrupted() {
+    let f = fixture().await;
+    let env = f.environment(&unique("crash"), f.server).await;
+    // What a control plane that died during setup-database leaves in its state.
+    let store = &f.cp.engine.store;
+    let run = store
+        .create_run(
+            env["id"].as_i64().unwrap(),
+            "first-deploy",
+            "api",
+            json!({}),
+        )
+        .unwrap();
+    store.start_run(run.id).unwrap();
+    store
+        .plan_steps(run.id, &["connect-server".into(), "setup-database".into()])
+        .unwrap();
+    store.step_started(run.id, 0).unwrap();
+    store
+        .step_finished(run.id, 0, berth_state::StepStatus::Done, None, None, None)
+        .unwrap();
+    store.step_started(run.id, 1).unwrap();
+    store
+        .set_current_step(run.id, Some("setup-database"))
+        .unwrap();
+
+    let Fixture { cp, token, .. } = f;
+    let cp = cp.restart().await;
+    let run = cp.get(&token, &format!("/v1/runs/{}", run.id)).await;
+    assert_eq!(run["status"], "interrupted", "{run:#}");
+    assert!(
+        run["error"].as_str().unwrap().contains("setup-database"),
+        "{run:#}"
+    );
+    assert_eq!(step(&run, "setup-database")["status"], "interrupted");
+    // The environment is free again.
+    let (status, answer) = cp
+        .call(
+            &token,
+            reqwest::Method::POST,
+            &format!("/v1/environments/{}/deploy", env["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    cp.finished(&token, answer["id"].as_i64().unwrap()).await;
+}
