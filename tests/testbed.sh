@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The real-server test bed: offline-built images, two SSH "servers" that reach the machine's Docker
 # engine through their own /var/run/docker.sock, and the facts tests need in target/testbed/env.
+# The servers share the machine's network stack (sshd on its own loopback port each), so like a real
+# Docker host they reach the containers' bridge addresses and the ports containers publish.
 #
 #   tests/testbed.sh up      build missing images (cached by recipe hash), start the servers
 #   tests/testbed.sh down    remove every container, volume and network the test bed created
@@ -12,7 +14,6 @@ cd "$(dirname "$0")/.."
 IMAGES=tests/images
 STATE=$PWD/target/testbed
 LABEL=berth.testbed=1
-NETWORK=berth-test-net
 SERVERS=(berth-test-server-1 berth-test-server-2)
 # Environments live under this directory on a server. The Docker engine resolves bind-mount paths on
 # the machine, so the servers see the machine's directory at the same path.
@@ -34,6 +35,9 @@ build_images() {
   BASE_TAG=berth-test/base:$(hash_of "$IMAGES/base.packages")
   SERVER_TAG=berth-test/server:$(hash_of "$IMAGES/base.packages" "$IMAGES/server.Dockerfile" "$IMAGES/server-entrypoint.sh")
   POSTGRES_TAG=berth-test/postgres:$(hash_of "$IMAGES/base.packages" "$IMAGES/postgres.Dockerfile" "$IMAGES/postgres-entrypoint.sh")
+  local standin
+  mapfile -t standin < <(find "$IMAGES/odoo-standin" -type f | LC_ALL=C sort)
+  ODOO_TAG=berth-test/odoo:$(hash_of "$IMAGES/base.packages" "$IMAGES/odoo.Dockerfile" "${standin[@]}")
   if ! docker image inspect "$BASE_TAG" >/dev/null 2>&1; then
     if ! command -v mmdebstrap >/dev/null; then
       say "installing mmdebstrap (Debian package) to build the base image"
@@ -48,7 +52,7 @@ build_images() {
       "$tarball" "$BASE_TAG" >/dev/null
     rm -f "$tarball"
   fi
-  for pair in "server:$SERVER_TAG" "postgres:$POSTGRES_TAG"; do
+  for pair in "server:$SERVER_TAG" "postgres:$POSTGRES_TAG" "odoo:$ODOO_TAG"; do
     local name=${pair%%:*} tag=${pair#*:}
     if ! docker image inspect "$tag" >/dev/null 2>&1; then
       say "building $tag"
@@ -95,19 +99,17 @@ up() {
   mkdir -p "$STATE" "$DATA"
   [ -f "$STATE/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C berth-testbed -f "$STATE/id_ed25519"
   cp "$STATE/id_ed25519.pub" "$STATE/authorized_keys"
-  docker network create --label "$LABEL" "$NETWORK" >/dev/null
   {
     echo "BERTH_TEST_SSH_KEY=$STATE/id_ed25519"
-    echo "BERTH_TEST_NETWORK=$NETWORK"
     echo "BERTH_TEST_POSTGRES_IMAGE=$POSTGRES_TAG"
+    echo "BERTH_TEST_ODOO_IMAGE=$ODOO_TAG"
   } > "$STATE/env.tmp"
   local i=0
   for name in "${SERVERS[@]}"; do
     i=$((i + 1))
-    # A fixed host port: with a random one, Docker may move it when the server joins a network.
     local port
     port=$(free_port)
-    docker run -d --name "$name" --label "$LABEL" --network "$NETWORK" -p "127.0.0.1:$port:22" \
+    docker run -d --name "$name" --label "$LABEL" --network host -e "SSH_PORT=$port" \
       -v /var/run/docker.sock:/var/run/docker.sock -v "$DATA:$DATA" \
       -v "$STATE/authorized_keys:/berth/authorized_keys:ro" "$SERVER_TAG" >/dev/null
     wait_for_ssh "$port"

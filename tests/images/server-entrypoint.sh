@@ -3,4 +3,5 @@
 set -eu
 ssh-keygen -A >/dev/null
 install -m 600 /berth/authorized_keys /root/.ssh/authorized_keys
-exec /usr/sbin/sshd -D -e
+# On the host network each test server listens on its own loopback port.
+exec /usr/sbin/sshd -D -e -o "ListenAddress=127.0.0.1:${SSH_PORT:-22}"

@@ -152,7 +152,7 @@ async fn add_repository(
         RepositoryLevel::Platform => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "platform repositories are added by the platform's operator (`berth platform repo add`)",
+                "platform repositories are added by the platform's operator (`berth platform repo-add`)",
             ));
         }
         RepositoryLevel::Organization => (Some(org), None),

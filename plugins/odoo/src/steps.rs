@@ -14,6 +14,9 @@ use crate::deps;
 use crate::tuning;
 use crate::{CODE_MOUNT, DATA_DIR, DB_CONTAINER, NETWORK, ODOO_CONTAINER};
 
+/// How often a step that waits (for PostgreSQL, for Odoo's health) asks again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// What every step needs to know about the run: its environment, settings and repositories.
 pub struct Run {
     pub environment: Environment,
@@ -228,7 +231,7 @@ fn wait_for_postgres(limit: Duration) -> Result<(), Error> {
                     e.message()
                 )));
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            Err(_) => std::thread::sleep(PROBE_INTERVAL),
         }
     }
 }
@@ -521,7 +524,7 @@ pub fn health_check(run: &Run, limit: Duration) -> Outcome {
             Err(e) if e.is_denied() => return Err(e),
             Err(e) => last = e.message().to_string(),
         }
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(PROBE_INTERVAL);
     }
     Err(Error::Timeout(format!(
         "Odoo did not become healthy within {limit:?} ({attempts} attempts): {last}"

@@ -13,6 +13,8 @@ use berth_state::Store;
 use hmac::Mac;
 use serde_json::{Value, json};
 
+use crate::{component, testbed};
+
 pub struct ControlPlane {
     pub url: String,
     pub engine: Arc<Engine>,
@@ -234,4 +236,190 @@ pub fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", message]);
     git(dir, &["rev-parse", "HEAD"])
+}
+
+/// An organization `acme` with a server (test server 1), a project `shop`, repositories at the
+/// three levels, and the customer hook plugin `gate` uploaded.
+pub struct Fixture {
+    pub cp: ControlPlane,
+    pub token: String,
+    pub project: i64,
+    pub server: i64,
+    pub project_repo: std::path::PathBuf,
+    _repos: tempfile::TempDir,
+}
+
+pub async fn fixture() -> Fixture {
+    let bed = testbed();
+    let cp = ControlPlane::start().await;
+    let (org, token) = cp.organization("acme");
+    let server = &bed.servers[0];
+    let server = cp
+        .post(
+            &token,
+            "/v1/servers",
+            json!({ "name": "server-1", "host": server.host, "port": server.port,
+                    "ssh_key": bed.key.display().to_string() }),
+        )
+        .await;
+    let project = cp
+        .post(&token, "/v1/projects", json!({ "name": "shop" }))
+        .await;
+    let repos = tempfile::tempdir().unwrap();
+    let manifest = "{'name': 'M', 'version': '1.0', 'depends': ['base']}\n";
+    let platform = repository(
+        &repos.path().join("platform"),
+        &[("web_theme/__manifest__.py", manifest)],
+    );
+    let organization = repository(
+        &repos.path().join("org"),
+        &[("addons/acme_base/__manifest__.py", manifest)],
+    );
+    let project_repo = repos.path().join("shop");
+    let primary = repository(
+        &project_repo,
+        &[
+            ("addons/shop_sale/__manifest__.py", manifest),
+            ("addons/shop_sale/models.py", "# v1\n"),
+            ("apt.txt", "# system packages\nberth-standin-tool\n"),
+            ("requirements.txt", "berth-standin-dep\n"),
+        ],
+    );
+    cp.engine
+        .store
+        .add_repository(berth_state::NewRepository {
+            level: berth_state::RepositoryLevel::Platform,
+            organization_id: None,
+            project_id: None,
+            name: "platform-addons".into(),
+            url: platform,
+            branch: None,
+        })
+        .unwrap();
+    cp.post(
+        &token,
+        "/v1/repositories",
+        json!({ "level": "organization", "name": "acme-addons", "url": organization }),
+    )
+    .await;
+    cp.post(
+        &token,
+        "/v1/repositories",
+        json!({ "level": "project", "project_id": project["id"], "name": "shop", "url": primary }),
+    )
+    .await;
+    let gate = std::fs::read(component("gate")).unwrap();
+    let uploaded = cp
+        .client
+        .post(format!("{}/v1/plugins", cp.url))
+        .bearer_auth(&token)
+        .body(gate)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201, "{:?}", uploaded.text().await);
+    let _ = org;
+    Fixture {
+        project: project["id"].as_i64().unwrap(),
+        server: server["id"].as_i64().unwrap(),
+        cp,
+        token,
+        project_repo,
+        _repos: repos,
+    }
+}
+
+impl Fixture {
+    pub async fn environment(&self, name: &str, server: i64) -> Value {
+        let bed = testbed();
+        self.cp
+            .post(
+                &self.token,
+                &format!("/v1/projects/{}/environments", self.project),
+                json!({
+                    "name": name, "server_id": server, "odoo_version": "17.0", "branch": "main",
+                    "stage": "staging", "dev_mode": true, "workers": 1, "memory_mb": 1024,
+                    "odoo_image": bed.odoo_image, "postgres_image": bed.postgres_image,
+                }),
+            )
+            .await
+    }
+
+    pub async fn deploy(&self, env: i64) -> Value {
+        let (status, run) = self
+            .cp
+            .call(
+                &self.token,
+                reqwest::Method::POST,
+                &format!("/v1/environments/{env}/deploy"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 202, "{run}");
+        run
+    }
+
+    pub async fn run_count(&self, env: i64) -> usize {
+        let runs = self
+            .cp
+            .get(&self.token, &format!("/v1/environments/{env}/runs"))
+            .await;
+        runs.as_array().unwrap().len()
+    }
+}
+
+pub fn steps(run: &Value) -> Vec<(String, String)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn step<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {run}"))
+}
+
+pub fn report_timing(label: &str, run: &Value) {
+    let total: i64 = run["finished_at"].as_i64().unwrap() - run["started_at"].as_i64().unwrap();
+    let host: i64 = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["host_ms"].as_i64())
+        .sum();
+    eprintln!(
+        "{label}: {total} ms wall, {host} ms inside host primitives (SSH, Docker, PostgreSQL, git)"
+    );
+    for s in run["steps"].as_array().unwrap() {
+        if let (Some(a), Some(b)) = (s["started_at"].as_i64(), s["finished_at"].as_i64()) {
+            eprintln!(
+                "  {:<22} {:>6} ms (host {:>6} ms) {}",
+                s["name"].as_str().unwrap(),
+                b - a,
+                s["host_ms"].as_i64().unwrap_or(0),
+                s["status"].as_str().unwrap()
+            );
+        }
+    }
+}
+
+/// A name no earlier test run used.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{:x}", nanos % 0xffffff)
 }
