@@ -64,6 +64,13 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The details of an internal failure (paths, SQL) are for the operator's log only.
+        if self.status.is_server_error() {
+            eprintln!("internal error: {}", self.message);
+            let body =
+                serde_json::json!({ "error": "internal error (see the control plane's log)" });
+            return (self.status, Json(body)).into_response();
+        }
         let mut body = serde_json::json!({ "error": self.message });
         if let Some(run_id) = self.run_id {
             body["run_id"] = run_id.into();

@@ -27,6 +27,8 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/ssh-keys", post(create_ssh_key))
+        .route("/v1/ssh-keys/{name}", get(get_ssh_key))
         .route("/v1/servers", post(create_server).get(list_servers))
         .route("/v1/servers/{id}", get(get_server))
         .route("/v1/projects", post(create_project).get(list_projects))
@@ -61,11 +63,40 @@ fn created<T: serde::Serialize>(value: T) -> (StatusCode, Json<T>) {
 
 // ---- servers, projects, environments ---------------------------------------------------------
 
+#[derive(Deserialize)]
+struct NewKey {
+    name: String,
+}
+
+/// A new SSH key of the organization; the answer carries its public key, for the servers'
+/// `authorized_keys`. The private key never leaves the control plane.
+async fn create_ssh_key(
+    State(engine): Shared,
+    Org(org): Org,
+    Json(new): Json<NewKey>,
+) -> ApiResult<impl IntoResponse> {
+    let public_key = engine.create_ssh_key(org, &new.name)?;
+    Ok(created(
+        json!({ "name": new.name, "public_key": public_key }),
+    ))
+}
+
+async fn get_ssh_key(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(name): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let public_key = engine.public_key(org, &name)?;
+    Ok(Json(json!({ "name": name, "public_key": public_key })))
+}
+
+/// `ssh_key` names one of the organization's SSH keys.
 async fn create_server(
     State(engine): Shared,
     Org(org): Org,
     Json(new): Json<NewServer>,
 ) -> ApiResult<impl IntoResponse> {
+    engine.public_key(org, &new.ssh_key)?;
     Ok(created(engine.store.create_server(org, new)?))
 }
 
@@ -148,6 +179,20 @@ async fn add_repository(
     Org(org): Org,
     Json(request): Json<RepositoryRequest>,
 ) -> ApiResult<impl IntoResponse> {
+    engine.check_repository_url(&request.url)?;
+    // Each repository is exported to a folder named after it: no two an environment deploys may
+    // share a name, whatever their level.
+    if engine
+        .store
+        .repositories(org)?
+        .iter()
+        .any(|r| r.name == request.name)
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a repository named {:?} exists already", request.name),
+        ));
+    }
     let (organization_id, project_id) = match request.level {
         RepositoryLevel::Platform => {
             return Err(ApiError::new(

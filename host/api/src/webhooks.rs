@@ -111,24 +111,76 @@ fn push(
         .filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| ApiError::bad_request("the push has no commit (`after`)"))?;
     let tracked = env.branch.as_deref().unwrap_or("main");
-    let ignored = if branch != tracked {
+    let repository = pushed_repository(engine, &env, &payload)?;
+    let deleted = payload["deleted"] == true || commit.bytes().all(|b| b == b'0');
+    let ignored = if deleted {
+        Some("the push deleted the branch".to_string())
+    } else if branch != tracked {
         Some(format!(
             "push to {branch}; the environment tracks {tracked}"
         ))
     } else if !env.auto_deploy {
         Some("auto-deploy is off for this environment".to_string())
+    } else if repository.is_none() {
+        Some("the push is to no repository of this environment's project".to_string())
     } else {
         None
     };
     if let Some(reason) = ignored {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "ignored": reason }))));
     }
-    let inputs = json!({ "commit": commit, "branch": branch, "source": source });
+    let inputs = json!({
+        "commit": commit, "branch": branch, "source": source, "repository": repository,
+    });
     let run = engine.start(env.organization_id, env.id, "auto-deploy", source, inputs)?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::to_value(run).unwrap_or(Value::Null)),
     ))
+}
+
+/// The project repository of `env` the push is about, by name: the one whose URL the payload
+/// names (GitHub's `repository.*_url`, GitLab's `project.git_*_url`), or the only one when the
+/// payload names none.
+fn pushed_repository(
+    engine: &Engine,
+    env: &berth_state::Environment,
+    payload: &Value,
+) -> ApiResult<Option<String>> {
+    let named: Vec<&str> = [
+        &payload["repository"]["clone_url"],
+        &payload["repository"]["ssh_url"],
+        &payload["repository"]["git_url"],
+        &payload["repository"]["html_url"],
+        &payload["repository"]["git_http_url"],
+        &payload["repository"]["git_ssh_url"],
+        &payload["project"]["git_http_url"],
+        &payload["project"]["git_ssh_url"],
+    ]
+    .into_iter()
+    .filter_map(Value::as_str)
+    .collect();
+    let project: Vec<_> = engine
+        .store
+        .repositories_for(env.id)?
+        .into_iter()
+        .filter(|r| r.level == berth_state::RepositoryLevel::Project)
+        .collect();
+    let found = if named.is_empty() {
+        (project.len() == 1).then(|| project[0].name.clone())
+    } else {
+        project
+            .iter()
+            .find(|r| named.iter().any(|url| normalise(url) == normalise(&r.url)))
+            .map(|r| r.name.clone())
+    };
+    Ok(found)
+}
+
+fn normalise(url: &str) -> String {
+    url.trim_end_matches('/')
+        .trim_end_matches(".git")
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]

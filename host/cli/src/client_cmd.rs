@@ -26,6 +26,14 @@ pub struct Api {
 }
 
 #[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Create an SSH key of the organization and print its public key (for `authorized_keys`).
+    Create { name: String },
+    /// Print the public key of one of the organization's SSH keys.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
 pub enum ServerCommand {
     /// Register a server Berth reaches over SSH.
     Add {
@@ -36,7 +44,7 @@ pub enum ServerCommand {
         port: u16,
         #[arg(long, default_value = "root")]
         user: String,
-        /// The private key on the control plane that logs in to it.
+        /// The organization's SSH key that logs in to it (`berth key create NAME`).
         #[arg(long)]
         ssh_key: String,
     },
@@ -189,6 +197,22 @@ pub async fn run(
             ExitCode::from(1)
         }
     }
+}
+
+pub async fn key(api: &Api, command: KeyCommand) -> anyhow::Result<ExitCode> {
+    use reqwest::Method;
+    let v = match command {
+        KeyCommand::Create { name } => {
+            api.call(Method::POST, "/v1/ssh-keys", Some(json!({ "name": name })))
+                .await?
+        }
+        KeyCommand::Show { name } => {
+            api.call(Method::GET, &format!("/v1/ssh-keys/{name}"), None)
+                .await?
+        }
+    };
+    api.print(&v, |v| v["public_key"].as_str().unwrap_or("").to_string());
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn server(api: &Api, command: ServerCommand) -> anyhow::Result<ExitCode> {
@@ -388,13 +412,15 @@ async fn watch_run(api: &Api, id: i64) -> anyhow::Result<ExitCode> {
         bail!("{}: cannot follow run {id}", response.status());
     }
     let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
+    // Bytes until a whole line is in: a character may straddle two chunks.
+    let mut buffer: Vec<u8> = Vec::new();
     let mut total = 0;
     let mut position = 0;
     while let Some(chunk) = stream.next().await {
-        buffer.push_str(&String::from_utf8_lossy(&chunk?));
-        while let Some(end) = buffer.find('\n') {
-            let line: String = buffer.drain(..=end).collect();
+        buffer.extend_from_slice(&chunk?);
+        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let bytes: Vec<u8> = buffer.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&bytes);
             let Some(data) = line.trim_end().strip_prefix("data:") else {
                 continue;
             };

@@ -36,6 +36,13 @@ enum Command {
     /// Platform-wide settings (local admin: works on the state file).
     #[command(subcommand)]
     Platform(PlatformCommand),
+    /// SSH keys of the organization (the private half stays on the control plane).
+    Key {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: client_cmd::KeyCommand,
+    },
     /// Servers of the organization.
     Server {
         #[command(flatten)]
@@ -143,6 +150,7 @@ fn main() -> ExitCode {
                 branch,
                 data,
             }) => admin(serve_cmd::add_platform_repo(&data, &name, &url, branch)),
+            Command::Key { api, command } => c::run(api, async |a| c::key(a, command).await).await,
             Command::Server { api, command } => {
                 c::run(api, async |a| c::server(a, command).await).await
             }

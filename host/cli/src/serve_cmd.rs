@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Directory of the platform's default plugins (`*.wasm`).
     #[arg(long, default_value = "target/plugins", env = "BERTH_PLUGINS")]
     plugins: PathBuf,
+    /// Let organizations add repositories on this machine's disk or network (`file://`,
+    /// loopback, private addresses). For development only.
+    #[arg(long)]
+    allow_local_repositories: bool,
 }
 
 fn open_store(data: &Path) -> anyhow::Result<Store> {
@@ -37,7 +41,11 @@ fn open_store(data: &Path) -> anyhow::Result<Store> {
 }
 
 /// Builds the engine on `data` with the plugins of `plugins`.
-pub async fn engine(data: &Path, plugins: &Path) -> anyhow::Result<Arc<Engine>> {
+pub async fn engine(
+    data: &Path,
+    plugins: &Path,
+    allow_local_repositories: bool,
+) -> anyhow::Result<Arc<Engine>> {
     let store = Arc::new(open_store(data)?);
     let runtime = Arc::new(Runtime::new(RuntimeOptions {
         cache_dir: Some(data.join("cache")),
@@ -55,6 +63,7 @@ pub async fn engine(data: &Path, plugins: &Path) -> anyhow::Result<Arc<Engine>> 
     }
     let config = EngineConfig {
         data_dir: data.to_path_buf(),
+        allow_local_repositories,
     };
     Ok(Engine::new(store, runtime, plugins, config).await?)
 }
@@ -71,7 +80,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 
 async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
     let data = &args.data.data;
-    let engine = engine(data, &args.plugins).await?;
+    let engine = engine(data, &args.plugins, args.allow_local_repositories).await?;
     first_start(&engine.store, data)?;
     let names: Vec<String> = engine
         .plugins

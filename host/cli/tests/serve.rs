@@ -85,15 +85,13 @@ fn serve_then_create_objects_and_follow_a_deploy() {
         stdout(&berth(&serving, token, &["project", "create", "shop"])),
         "project shop (id 1)"
     );
-    let key = data.path().join("id_ed25519");
-    let made = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen runs (install openssh-client)");
-    assert!(made.success());
+    let public = stdout(&berth(&serving, token, &["key", "create", "deploy"]));
+    assert!(public.starts_with("ssh-ed25519 "), "{public}");
+    assert_eq!(
+        stdout(&berth(&serving, token, &["key", "show", "deploy"])),
+        public
+    );
     let port = free_port().to_string();
-    let key = key.display().to_string();
     let server = [
         "server",
         "add",
@@ -103,12 +101,22 @@ fn serve_then_create_objects_and_follow_a_deploy() {
         "--port",
         &port,
         "--ssh-key",
-        &key,
+        "deploy",
     ];
     assert_eq!(
         stdout(&berth(&serving, token, &server)),
         "server gone (id 1)"
     );
+    let elsewhere = [
+        "server",
+        "add",
+        "other",
+        "--host",
+        "127.0.0.1",
+        "--ssh-key",
+        "../../etc/x",
+    ];
+    assert_eq!(berth(&serving, token, &elsewhere).status.code(), Some(1));
     let env = [
         "env",
         "create",

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use berth_primitives::git::Mirrors;
 use berth_primitives::ssh::SshPool;
 use berth_runtime::Runtime;
-use berth_state::{Run, StateError, Store};
+use berth_state::{Run, RunStatus, StateError, Store};
 use tokio::sync::{Notify, broadcast};
 
 pub use plugins::Plugins;
@@ -56,6 +56,9 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Run workspaces, repository mirrors, known hosts, uploaded plugins.
     pub data_dir: PathBuf,
+    /// Whether organizations may add repositories on the control plane's own disk or network
+    /// (`file://`, loopback, private addresses): for development and tests only.
+    pub allow_local_repositories: bool,
 }
 
 /// The live side of a run: its event stream and its cancel signal.
@@ -71,7 +74,7 @@ pub struct Engine {
     config: EngineConfig,
     mirrors: Arc<Mirrors>,
     known_hosts: PathBuf,
-    pools: Mutex<HashMap<String, Arc<SshPool>>>,
+    pools: Mutex<HashMap<PathBuf, Arc<SshPool>>>,
     live: Mutex<HashMap<i64, Live>>,
 }
 
@@ -150,8 +153,22 @@ impl Engine {
         let engine = self.clone();
         let run_id = run.id;
         tokio::spawn(async move {
-            run::execute(&engine, run_id, inputs, cancel).await;
-            engine.live.lock().unwrap().remove(&run_id);
+            // The run in its own task, so that even a panic (a bug) ends the run as failed instead
+            // of leaving the environment busy forever.
+            let worker = engine.clone();
+            let outcome =
+                tokio::spawn(async move { run::execute(&worker, run_id, inputs, cancel).await })
+                    .await;
+            if let Err(e) = outcome {
+                let error = format!("the control plane failed during the run: {e}");
+                eprintln!("run {run_id}: {error}");
+                run::finish(&engine, run_id, RunStatus::Failed, Some(&error));
+            }
+            engine
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&run_id);
         });
         Ok(run)
     }
@@ -191,18 +208,60 @@ impl Engine {
         }
     }
 
+    /// Where organization `org_id` keeps its SSH key `name`. Keys belong to one organization and
+    /// are named, never given as paths, so no tenant can point Berth at another's key.
+    pub fn ssh_key_path(&self, org_id: i64, name: &str) -> Result<PathBuf, EngineError> {
+        berth_state::check_name("SSH key", name)?;
+        Ok(self
+            .config
+            .data_dir
+            .join("keys")
+            .join(format!("org-{org_id}"))
+            .join(name))
+    }
+
+    /// Creates the organization's SSH key `name`; returns its public key for the servers'
+    /// `authorized_keys`.
+    pub fn create_ssh_key(&self, org_id: i64, name: &str) -> Result<String, EngineError> {
+        let path = self.ssh_key_path(org_id, name)?;
+        if path.exists() {
+            return Err(StateError::Conflict(format!("SSH key {name:?}")).into());
+        }
+        berth_primitives::ssh::generate_key(&path, &format!("berth-org-{org_id}-{name}"))
+            .map_err(|e| EngineError::Setup(e.to_string()))
+    }
+
+    /// The public key of the organization's SSH key `name`.
+    pub fn public_key(&self, org_id: i64, name: &str) -> Result<String, EngineError> {
+        let path = self.ssh_key_path(org_id, name)?;
+        if !path.exists() {
+            return Err(StateError::NotFound(format!("SSH key {name:?}")).into());
+        }
+        berth_primitives::ssh::public_key(&path).map_err(|e| EngineError::Setup(e.to_string()))
+    }
+
     /// The SSH pool for a private key (one per key the servers use).
-    fn pool(&self, key: &str) -> Result<Arc<SshPool>, String> {
+    fn pool(&self, key: &std::path::Path) -> Result<Arc<SshPool>, String> {
         let mut pools = self.pools.lock().unwrap();
         if let Some(pool) = pools.get(key) {
             return Ok(pool.clone());
         }
-        let pool = Arc::new(
-            SshPool::new(std::path::Path::new(key), &self.known_hosts)
-                .map_err(|e| format!("cannot use SSH key {key}: {e}"))?,
-        );
-        pools.insert(key.to_string(), pool.clone());
+        let pool = Arc::new(SshPool::new(key, &self.known_hosts).map_err(|e| {
+            format!(
+                "cannot use the SSH key {:?}: {e}",
+                key.file_name().unwrap_or_default()
+            )
+        })?);
+        pools.insert(key.to_path_buf(), pool.clone());
         Ok(pool)
+    }
+
+    /// Refuses a repository URL an organization must not use: only `https://`, `ssh://` and
+    /// `user@host:path` reach other machines; a local path or `file://` would read the control
+    /// plane's own disk (other tenants' mirrors), a loopback or private address its own network; and
+    /// credentials belong in keys, not in URLs that are shown and logged.
+    pub fn check_repository_url(&self, url: &str) -> Result<(), EngineError> {
+        repository_url(url, self.config.allow_local_repositories).map_err(EngineError::Invalid)
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
@@ -215,4 +274,86 @@ pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     hex::encode(bytes)
+}
+
+fn repository_url(url: &str, allow_local: bool) -> Result<(), String> {
+    let refuse = |why: &str| Err(format!("repository URL {url:?}: {why}"));
+    let local = url.starts_with("file:") || url.starts_with('/') || url.starts_with('.');
+    if local {
+        return if allow_local {
+            Ok(())
+        } else {
+            refuse("a path on the control plane is not a repository an organization may use")
+        };
+    }
+    let (authority, scp) = if let Some(rest) = url.strip_prefix("https://") {
+        (rest.split('/').next().unwrap_or(""), false)
+    } else if let Some(rest) = url.strip_prefix("ssh://") {
+        (rest.split('/').next().unwrap_or(""), false)
+    } else if !url.contains("://") && url.contains('@') && url.contains(':') {
+        (url.split(':').next().unwrap_or(""), true)
+    } else {
+        return refuse("use https://, ssh:// or user@host:path");
+    };
+    let (userinfo, host_port) = match authority.rsplit_once('@') {
+        Some((user, host)) => (Some(user), host),
+        None => (None, authority),
+    };
+    if !scp && userinfo.is_some_and(|u| u.contains(':')) {
+        return refuse("credentials do not belong in a URL (use an SSH deploy key)");
+    }
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return refuse("it names no host");
+    }
+    let internal = host.eq_ignore_ascii_case("localhost")
+        || match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => {
+                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
+            }
+            Ok(std::net::IpAddr::V6(ip)) => {
+                ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
+            }
+            Err(_) => false,
+        };
+    if internal && !allow_local {
+        return refuse("it points at the control plane's own network");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repository_url;
+
+    #[test]
+    fn repository_urls_reach_only_other_machines() {
+        for good in [
+            "https://github.com/acme/shop.git",
+            "ssh://git@git.example.com:2222/acme/shop.git",
+            "git@github.com:acme/shop.git",
+        ] {
+            assert_eq!(repository_url(good, false), Ok(()), "{good}");
+        }
+        for bad in [
+            "file:///srv/berth-data/mirrors/abc",
+            "/etc",
+            "http://github.com/acme/shop.git",
+            "git://github.com/acme/shop.git",
+            "https://user:token@github.com/acme/shop.git",
+            "https://127.0.0.1/x.git",
+            "https://localhost/x.git",
+            "https://169.254.169.254/latest",
+            "https://10.0.0.5/x.git",
+            "ssh://[::1]/x.git",
+            "git@192.168.1.2:x.git",
+        ] {
+            assert!(repository_url(bad, false).is_err(), "{bad}");
+        }
+        assert_eq!(repository_url("file:///tmp/repo", true), Ok(()));
+    }
 }

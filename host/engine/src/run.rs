@@ -48,8 +48,8 @@ pub(crate) async fn execute(
     cancel: Arc<Notify>,
 ) {
     if let Err(e) = engine.store.start_run(run_id) {
-        eprintln!("run {run_id}: cannot start: {e}");
-        return;
+        let error = format!("cannot start: {e}");
+        return finish(engine, run_id, RunStatus::Failed, Some(&error));
     }
     announce(engine, run_id, "run started");
     let prepared = match prepare(engine, run_id, inputs) {
@@ -271,10 +271,9 @@ fn prepare(
     let deployed = store
         .deployed_revisions(env.id)
         .map_err(|e| e.to_string())?;
-    let pinned = inputs
-        .get("commit")
-        .and_then(|c| c.as_str())
-        .map(str::to_string);
+    // A push pins the repository it was made to, at the commit pushed.
+    let pinned = inputs["commit"].as_str().map(str::to_string);
+    let pushed = inputs["repository"].as_str().map(str::to_string);
     let repositories = store
         .repositories_for(env.id)
         .map_err(|e| e.to_string())?
@@ -301,8 +300,11 @@ fn prepare(
                     .iter()
                     .find(|(id, _)| *id == r.id)
                     .map(|(_, c)| c.clone()),
-                // A push pins the project's repositories to the commit pushed.
-                pinned: if is_project { pinned.clone() } else { None },
+                pinned: if pushed.as_deref() == Some(r.name.as_str()) {
+                    pinned.clone()
+                } else {
+                    None
+                },
             };
             (r.id, repository)
         })
@@ -388,7 +390,10 @@ fn prepare(
             scope: env_scope.clone(),
         });
     }
-    let pool = engine.pool(&server.ssh_key)?;
+    let key = engine
+        .ssh_key_path(env.organization_id, &server.ssh_key)
+        .map_err(|e| e.to_string())?;
+    let pool = engine.pool(&key)?;
     let workspace = engine.data_dir().join("runs").join(run_id.to_string());
     std::fs::create_dir_all(&workspace).map_err(|e| format!("cannot create the workspace: {e}"))?;
     let invocation = Invocation {
@@ -555,7 +560,7 @@ fn note_line(engine: &Engine, run_id: i64, step: Option<&str>, level: &str, mess
     });
 }
 
-fn finish(engine: &Engine, run_id: i64, status: RunStatus, error: Option<&str>) {
+pub(crate) fn finish(engine: &Engine, run_id: i64, status: RunStatus, error: Option<&str>) {
     if let Err(e) = engine.store.finish_run(run_id, status, error) {
         eprintln!("run {run_id}: cannot record its end: {e}");
     }

@@ -125,16 +125,18 @@ impl Scope {
         }
     }
 
-    /// The prefix of every name Berth gives this environment's objects.
+    /// The prefix of every name Berth gives this environment's objects: `berth.<org>.<project>.<env>`.
+    /// Dots separate the parts because no name may contain one, so two environments never share a
+    /// prefix (with dashes, `acme`/`shop-x` and `acme-shop`/`x` would).
     pub fn prefix(&self) -> String {
         format!(
-            "berth-{}-{}-{}",
+            "berth.{}.{}.{}",
             self.organization, self.project, self.environment
         )
     }
 
     fn full_name(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix())
+        format!("{}.{name}", self.prefix())
     }
 
     fn scope_label(&self) -> String {
@@ -284,7 +286,8 @@ impl EnvDocker {
                     )));
                 }
                 let volume = self.scope.full_name(source);
-                self.docker
+                let created = self
+                    .docker
                     .create_volume(VolumeCreateRequest {
                         name: Some(volume.clone()),
                         labels: Some(self.scope.labels()),
@@ -292,6 +295,12 @@ impl EnvDocker {
                     })
                     .await
                     .map_err(|e| failed(&format!("creating volume {volume}"), e))?;
+                // Creating an existing volume returns it: it must be this environment's.
+                if created.labels.get("berth.scope") != Some(&self.scope.scope_label()) {
+                    return Err(DockerError::Refused(format!(
+                        "volume {volume} exists and is not this environment's"
+                    )));
+                }
                 Mount {
                     typ: Some(MountType::VOLUME),
                     source: Some(volume),
@@ -495,7 +504,7 @@ impl EnvDocker {
             .await
             .map_err(|e| failed(&format!("inspecting {name}"), e))?;
         let state = c.state.unwrap_or_default();
-        let prefix = format!("{}-", self.scope.prefix());
+        let prefix = format!("{}.", self.scope.prefix());
         let addresses = c
             .network_settings
             .and_then(|n| n.networks)
@@ -532,7 +541,7 @@ impl EnvDocker {
             .list_containers(Some(options))
             .await
             .map_err(|e| failed("listing containers", e))?;
-        let prefix = format!("/{}-", self.scope.prefix());
+        let prefix = format!("/{}.", self.scope.prefix());
         let mut out = Vec::new();
         for c in containers {
             let Some(name) = c

@@ -97,6 +97,54 @@ pub enum SshError {
     KnownHosts { path: String, reason: String },
 }
 
+/// Creates a new Ed25519 key pair at `path` (OpenSSH format, mode 0600; never overwrites) and
+/// returns its public key as an `authorized_keys` line.
+pub fn generate_key(path: &Path, comment: &str) -> Result<String, SshError> {
+    use russh::keys::ssh_key::LineEnding;
+    use russh::keys::ssh_key::private::{Ed25519Keypair, KeypairData};
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key_error = |reason: String| SshError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| key_error(format!("no randomness: {e}")))?;
+    let keypair = KeypairData::Ed25519(Ed25519Keypair::from_seed(&seed));
+    let private = PrivateKey::new(keypair, comment).map_err(|e| key_error(e.to_string()))?;
+    let pem = private
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| key_error(e.to_string()))?;
+    let public = private
+        .public_key()
+        .to_openssh()
+        .map_err(|e| key_error(e.to_string()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| key_error(e.to_string()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| key_error(e.to_string()))?;
+    file.write_all(pem.as_bytes())
+        .map_err(|e| key_error(e.to_string()))?;
+    Ok(public)
+}
+
+/// The public key (an `authorized_keys` line) of the private key at `path`.
+pub fn public_key(path: &Path) -> Result<String, SshError> {
+    let key = russh::keys::load_secret_key(path, None).map_err(|e| SshError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    key.public_key().to_openssh().map_err(|e| SshError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Which stream a chunk of output came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stream {

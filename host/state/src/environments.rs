@@ -17,7 +17,6 @@ use crate::{
 pub const STAGES: [&str; 3] = ["production", "staging", "development"];
 
 /// Longest environment name (it ends up in container, volume and database names).
-const NAME_MAX: usize = 40;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -121,18 +120,7 @@ impl NewEnvironment {
     }
 
     fn validate(&self) -> Result<()> {
-        let name = &self.name;
-        let shaped = name.len() <= NAME_MAX
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !shaped {
-            return Err(StateError::Invalid(format!(
-                "environment name {name:?}: use 1 to {NAME_MAX} lowercase letters, digits and \
-                 '-', starting with a letter"
-            )));
-        }
+        crate::check_name("environment", &self.name)?;
         if !STAGES.contains(&self.stage.as_str()) {
             return Err(StateError::Invalid(format!(
                 "stage {:?}: expected one of {}",

@@ -229,6 +229,28 @@ fn touched(changed: usize, what: impl FnOnce() -> String) -> Result<()> {
     }
 }
 
+/// The shape of every name that ends up in a path, a container or a database on a server
+/// (organizations, projects, environments, repositories): 1 to [`NAME_MAX`] lowercase letters, digits
+/// and '-', starting with a letter. No dots, slashes or spaces, so names compose unambiguously.
+pub fn check_name(kind: &str, name: &str) -> Result<()> {
+    let shaped = name.len() <= NAME_MAX
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if shaped {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "{kind} name {name:?}: use 1 to {NAME_MAX} lowercase letters, digits and '-', \
+             starting with a letter"
+        )))
+    }
+}
+
+/// Longest name of an organization, project, environment or repository.
+pub const NAME_MAX: usize = 40;
+
 /// Rejects an empty (or all-blank) name.
 fn require(field: &str, value: &str) -> Result<()> {
     if value.trim().is_empty() {

@@ -135,7 +135,7 @@ fn token_hash(secret: &str) -> String {
 
 impl Store {
     pub fn create_organization(&self, name: &str) -> Result<Organization> {
-        require("organization name", name)?;
+        crate::check_name("organization", name)?;
         self.write(|conn| {
             conn.execute(
                 "INSERT INTO organizations (name, created_at) VALUES (?1, ?2)",
@@ -239,7 +239,7 @@ impl Store {
     }
 
     pub fn create_project(&self, org_id: i64, name: &str) -> Result<Project> {
-        require("project name", name)?;
+        crate::check_name("project", name)?;
         self.write(|conn| {
             organization_row(conn, org_id)?;
             conn.execute(

@@ -78,7 +78,7 @@ impl Store {
     /// Adds a repository after checking that its owners fit its level: none for `platform`, an
     /// organization for `organization`, a project (of that organization) for `project`.
     pub fn add_repository(&self, new: NewRepository) -> Result<Repository> {
-        require("repository name", &new.name)?;
+        crate::check_name("repository", &new.name)?;
         require("repository url", &new.url)?;
         self.write(|conn| {
             let (organization_id, project_id, branch) = owners(conn, &new)?;

@@ -279,6 +279,11 @@ impl Store {
                     "UPDATE steps SET status = ?2, finished_at = ?3 WHERE run_id = ?1 AND status = ?4",
                     params![run.id, StepStatus::Interrupted, now, StepStatus::Running],
                 )?;
+                // The steps it never reached will not run.
+                conn.execute(
+                    "UPDATE steps SET status = ?2 WHERE run_id = ?1 AND status = ?3",
+                    params![run.id, StepStatus::Cancelled, StepStatus::Pending],
+                )?;
                 conn.execute(
                     "UPDATE runs SET status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
                     params![run.id, RunStatus::Interrupted, error, now],

@@ -335,7 +335,7 @@ fn a_restarted_control_plane_interrupts_unfinished_runs() {
         [
             StepStatus::Done,
             StepStatus::Interrupted,
-            StepStatus::Pending
+            StepStatus::Cancelled
         ]
     );
     assert_eq!(store.run_by_id(done.id).unwrap().status, RunStatus::Failed);

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use berth_odoo::deps::dependency_change;
-use berth_odoo::steps::{self, Run, target_commit};
+use berth_odoo::steps::{self, Run, plan_commit, target_commit};
 use berth_sdk::prelude::*;
 use berth_sdk::{git, operation};
 
@@ -41,7 +41,21 @@ fn decide(run: &Run) -> Result<(bool, String), Error> {
             ));
         };
         let head = target_commit(repository)?;
-        let changed = git::changed_paths(&repository.url, deployed, &head)?;
+        plan_commit(repository, &head)?;
+        let changed = match git::changed_paths(&repository.url, deployed, &head) {
+            Ok(changed) => changed,
+            // E.g. the deployed commit was force-pushed away: nothing to compare with.
+            Err(e) => {
+                return Ok((
+                    false,
+                    format!(
+                        "{}: cannot compare with the deployed commit ({})",
+                        repository.name,
+                        e.message()
+                    ),
+                ));
+            }
+        };
         if let Some(file) = dependency_change(&changed) {
             return Ok((false, format!("{}: {file} changed", repository.name)));
         }

@@ -272,13 +272,29 @@ pub fn export_repositories(run: &Run) -> Outcome {
     done(exported.join(", "))
 }
 
-/// The commit a run deploys from `repository`, fetching its mirror first.
+/// The commit a run deploys from `repository`, fetching its mirror first: the one its plan chose
+/// (see [`plan_commit`]), else the one its trigger pinned, else the head of its branch.
 pub fn target_commit(repository: &Repository) -> Result<String, Error> {
     git::fetch(&repository.url)?;
+    let facts: serde_json::Value = serde_json::from_str(&operation::facts()?)
+        .map_err(|e| Error::failed(format!("the run's facts are not JSON: {e}")))?;
+    if let Some(planned) = facts[planned_key(&repository.name)].as_str() {
+        return Ok(planned.to_string());
+    }
     match &repository.pinned {
         Some(commit) => git::resolve(&repository.url, commit),
         None => git::resolve(&repository.url, &repository.branch),
     }
+}
+
+/// Records the commit a run's plan was decided on, so its steps deploy exactly that commit even if
+/// the branch moves meanwhile.
+pub fn plan_commit(repository: &Repository, commit: &str) -> Result<(), Error> {
+    operation::note(&planned_key(&repository.name), commit)
+}
+
+fn planned_key(repository: &str) -> String {
+    format!("commit-{repository}")
 }
 
 // ---- start-odoo -----------------------------------------------------------------------------
@@ -478,19 +494,31 @@ pub fn initialize_database(run: &Run) -> Outcome {
     done(format!("database {db} initialised with base"))
 }
 
-/// Whether `db` exists and holds Odoo's core tables.
+/// Whether `db` exists with `base` installed — not merely the core tables, which an interrupted
+/// `-i base` leaves behind half-filled.
 pub fn initialized(db: &str) -> Result<bool, Error> {
     if !database::list_databases()?.iter().any(|d| d == db) {
         return Ok(false);
     }
-    let rows = database::query(
+    let tables = database::query(
         db,
         "SELECT to_regclass('public.ir_module_module') IS NOT NULL",
         &[],
     )?;
-    Ok(matches!(
-        rows.rows.first().and_then(|r| r.first()),
+    if !matches!(
+        tables.rows.first().and_then(|r| r.first()),
         Some(database::Value::Boolean(true))
+    ) {
+        return Ok(false);
+    }
+    let base = database::query(
+        db,
+        "SELECT state FROM ir_module_module WHERE name = $1",
+        &[database::Value::Text("base".into())],
+    )?;
+    Ok(matches!(
+        base.rows.first().and_then(|r| r.first()),
+        Some(database::Value::Text(state)) if state == "installed"
     ))
 }
 

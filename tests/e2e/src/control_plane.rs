@@ -63,8 +63,10 @@ impl ControlPlane {
             failures.is_empty(),
             "default plugins failed to load: {failures:?}"
         );
+        // Test repositories are `file://` on this machine.
         let config = EngineConfig {
             data_dir: data.path().to_path_buf(),
+            allow_local_repositories: true,
         };
         let engine = Engine::new(store, runtime, plugins, config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,10 +81,14 @@ impl ControlPlane {
         }
     }
 
-    /// A new organization and its token.
+    /// A new organization and its token, with the test bed's SSH key installed as its key
+    /// `testbed` (as an operator places a key the servers already trust).
     pub fn organization(&self, name: &str) -> (i64, String) {
         let org = self.engine.store.create_organization(name).unwrap();
         let (_, token) = self.engine.store.create_token(org.id, "tests").unwrap();
+        let path = self.engine.ssh_key_path(org.id, "testbed").unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::copy(testbed().key, &path).unwrap();
         (org.id, token)
     }
 
@@ -177,7 +183,13 @@ impl ControlPlane {
         branch: &str,
         commit: &str,
     ) -> (u16, Value) {
-        let body = json!({ "ref": format!("refs/heads/{branch}"), "after": commit }).to_string();
+        let body = json!({ "ref": format!("refs/heads/{branch}"), "after": commit });
+        self.github_send(env, secret, &body).await
+    }
+
+    /// Sends `body` as a GitHub push event to environment `env`, signed with `secret`.
+    pub async fn github_send(&self, env: i64, secret: &str, body: &Value) -> (u16, Value) {
+        let body = body.to_string();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
         let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
@@ -259,7 +271,7 @@ pub async fn fixture() -> Fixture {
             &token,
             "/v1/servers",
             json!({ "name": "server-1", "host": server.host, "port": server.port,
-                    "ssh_key": bed.key.display().to_string() }),
+                    "ssh_key": "testbed" }),
         )
         .await;
     let project = cp

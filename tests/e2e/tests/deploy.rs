@@ -109,6 +109,13 @@ async fn deploy_redeploy_and_pushes_through_the_api() {
                 && e["step"] == "health-check"),
         "the customer hook subscribed to after:health-check ran"
     );
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("gate: note refused: operation.note: only the run's lifecycle plugin")),
+        "a hook cannot write on the run's record"
+    );
     assert_eq!(events.last().unwrap()["data"]["status"], "succeeded");
 
     // Data written to the database survives a redeploy.
@@ -231,6 +238,25 @@ async fn deploy_redeploy_and_pushes_through_the_api() {
             .await
             .unwrap();
     assert_eq!(gitlab.status(), 401);
+    // Signed, but about another repository, or deleting the branch: acknowledged, ignored.
+    for (body, why) in [
+        (
+            json!({ "ref": "refs/heads/main", "after": deps,
+                    "repository": { "clone_url": "https://github.com/other/repo.git" } }),
+            "no repository of this environment",
+        ),
+        (
+            json!({ "ref": "refs/heads/main", "after": "0".repeat(40), "deleted": true }),
+            "deleted the branch",
+        ),
+    ] {
+        let (status, answer) = f.cp.github_send(env_id, secret, &body).await;
+        assert_eq!(status, 202, "{answer}");
+        assert!(
+            answer["ignored"].as_str().unwrap().contains(why),
+            "{answer}"
+        );
+    }
     assert_eq!(f.run_count(env_id).await, before, "no run was started");
 }
 
@@ -241,13 +267,12 @@ async fn a_failing_step_stops_the_run_with_its_error() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let bed = testbed();
     let server =
         f.cp.post(
             &f.token,
             "/v1/servers",
             json!({ "name": "gone", "host": "127.0.0.1", "port": port,
-                    "ssh_key": bed.key.display().to_string() }),
+                    "ssh_key": "testbed" }),
         )
         .await;
     let env = f
@@ -373,7 +398,14 @@ async fn a_run_left_running_by_a_stopped_control_plane_is_marked_interrupted() {
         .unwrap();
     store.start_run(run.id).unwrap();
     store
-        .plan_steps(run.id, &["connect-server".into(), "setup-database".into()])
+        .plan_steps(
+            run.id,
+            &[
+                "connect-server".into(),
+                "setup-database".into(),
+                "health-check".into(),
+            ],
+        )
         .unwrap();
     store.step_started(run.id, 0).unwrap();
     store
@@ -393,6 +425,7 @@ async fn a_run_left_running_by_a_stopped_control_plane_is_marked_interrupted() {
         "{run:#}"
     );
     assert_eq!(step(&run, "setup-database")["status"], "interrupted");
+    assert_eq!(step(&run, "health-check")["status"], "cancelled");
     // The environment is free again.
     let (status, answer) = cp
         .call(

@@ -50,7 +50,7 @@ async fn a_container_lives_its_whole_life_through_ssh() {
     );
     let id = docker.create(&sleeper("app")).await.unwrap();
     assert!(!id.is_empty());
-    let full = format!("berth-acme-shop-{env}-app");
+    let full = format!("berth.acme.shop.{env}.app");
     assert_eq!(
         docker_cli(&[
             "inspect",
@@ -143,6 +143,33 @@ async fn privileged_paths_and_host_networking_are_refused() {
     assert!(
         matches!(err, DockerError::Refused(_))
             && err.to_string().contains("bind mount of \"/\" refused"),
+        "{err}"
+    );
+    // A volume that carries the environment's name but not its label (made by someone else) is
+    // not the environment's to mount.
+    let foreign = format!("berth.acme.shop.{env}.stolen");
+    let made = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "create",
+            "--label",
+            "berth.scope=other/org/env",
+            &foreign,
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let stolen = ContainerSpec {
+        mounts: vec![("stolen".into(), "/data".into(), false)],
+        ..sleeper("thief")
+    };
+    let err = docker.create(&stolen).await.unwrap_err();
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", &foreign])
+        .output();
+    assert!(
+        matches!(err, DockerError::Refused(_))
+            && err.to_string().contains("not this environment's"),
         "{err}"
     );
     let escape = ContainerSpec {

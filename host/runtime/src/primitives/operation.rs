@@ -1,13 +1,15 @@
 //! `operation`: the run's own data — the environment's settings, its repositories, the run's inputs —
-//! and the facts a plugin records on its run. Needs no grant: it concerns only the run the plugin
-//! was called for. The data comes from the caller's [`RunContext`]; without one (a plugin run by
-//! hand) every call answers `unsupported`.
+//! and the facts a plugin records on its run. Reading needs no grant: it concerns only the run the
+//! plugin was called for. Writing (facts, deployed commits) is the run's lifecycle plugin's alone: a
+//! hook must not steer the operation it observes (e.g. fake a deployed commit to force a fast path).
+//! The data comes from the caller's [`RunContext`]; without one (a plugin run by hand) every call
+//! answers `unsupported`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bindings::operation::{EnvironmentSettings, Host, Repository};
-use crate::bindings::types::Error;
+use crate::bindings::types::{Error, Role};
 use crate::state::{Fault, RunState};
 
 /// Longest key and value of a recorded fact.
@@ -30,6 +32,19 @@ pub trait RunContext: Send + Sync {
 }
 
 impl RunState {
+    /// The context, for a call that changes the run's record: lifecycle plugins only.
+    fn context_to_write(&mut self, call: &str) -> Result<Arc<dyn RunContext>, Fault> {
+        let context = self.context(call)?;
+        if self.description.role != Role::Lifecycle {
+            return Err(Error::denied(format!(
+                "{call}: only the run's lifecycle plugin records on the run, not {}",
+                self.plugin
+            ))
+            .into());
+        }
+        Ok(context)
+    }
+
     fn context(&mut self, call: &str) -> Result<Arc<dyn RunContext>, Fault> {
         self.charge()?;
         self.context.clone().ok_or_else(|| {
@@ -52,7 +67,7 @@ impl Host for RunState {
     }
 
     async fn note(&mut self, key: String, value: String) -> Result<(), Fault> {
-        let context = self.context("operation.note")?;
+        let context = self.context_to_write("operation.note")?;
         let key_ok = !key.is_empty()
             && key.len() <= NOTE_KEY_MAX
             && key
@@ -80,7 +95,7 @@ impl Host for RunState {
     }
 
     async fn deployed(&mut self, name: String, commit: String) -> Result<(), Fault> {
-        let context = self.context("operation.deployed")?;
+        let context = self.context_to_write("operation.deployed")?;
         if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::invalid(format!("{commit:?} is not a full commit id")).into());
         }

@@ -1,5 +1,6 @@
 //! A customer-style hook for the deploy tests: it stops deploys of frozen environments (named
-//! `frozen-…`) before Odoo starts, and reports every healthy deploy.
+//! `frozen-…`) before Odoo starts, reports every healthy deploy, and tries (in vain) to write on
+//! the run's record.
 
 use berth_sdk::prelude::*;
 
@@ -23,6 +24,10 @@ impl Hook for Gate {
             }
             "after:health-check" => {
                 info!("gate: {env} is healthy after {}", event.run.operation);
+                // A hook observes the run; it may not steer it.
+                if let Err(e) = berth_sdk::operation::note("path", "fast") {
+                    info!("gate: note refused: {}", e.message());
+                }
                 Ok(Verdict::Continue)
             }
             _ => Ok(Verdict::Continue),
