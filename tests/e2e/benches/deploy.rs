@@ -20,6 +20,20 @@ fn split(run: &Value) -> Split {
     (wall, step_wall, host)
 }
 
+/// (step, wall ms, host ms) of each step that ran.
+fn step_times(run: &Value) -> Vec<(String, i64, i64)> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| {
+            let wall = s["finished_at"].as_i64()? - s["started_at"].as_i64()?;
+            let name = s["name"].as_str()?.to_string();
+            Some((name, wall, s["host_ms"].as_i64().unwrap_or(0)))
+        })
+        .collect()
+}
+
 fn median(mut values: Vec<i64>) -> i64 {
     values.sort();
     values[values.len() / 2]
@@ -29,6 +43,7 @@ fn median(mut values: Vec<i64>) -> i64 {
 async fn main() {
     const ROUNDS: usize = 5;
     let f = fixture().await;
+    let mut per_step: Vec<Vec<(String, i64, i64)>> = Vec::new();
     let mut figures: Vec<(&str, Vec<Split>)> = vec![
         ("first deploy", vec![]),
         ("redeploy", vec![]),
@@ -50,6 +65,9 @@ async fn main() {
             let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
             assert_eq!(run["status"], "succeeded", "{run:#}");
             samples.push(split(&run));
+            if *kind == "first deploy" {
+                per_step.push(step_times(&run));
+            }
         }
     }
     println!("deploys through the API on the test bed, median of {ROUNDS} (ms)");
@@ -63,5 +81,11 @@ async fn main() {
         let overhead = median(samples.iter().map(|s| s.0 - s.2).collect());
         let engine = median(samples.iter().map(|s| s.0 - s.1).collect());
         println!("{kind:<14} {wall:>8} {host:>12} {overhead:>14} {engine:>16}");
+    }
+    println!("first deploy by step, median (ms): wall / inside host primitives");
+    for (i, (name, _, _)) in per_step[0].iter().enumerate() {
+        let wall = median(per_step.iter().map(|r| r[i].1).collect());
+        let host = median(per_step.iter().map(|r| r[i].2).collect());
+        println!("  {name:<22} {wall:>6} / {host:>6}");
     }
 }
