@@ -81,6 +81,10 @@ wait_for_ssh() {
 
 down() {
   require_docker
+  if [ -f "$STATE/ftp/pid" ]; then
+    kill "$(cat "$STATE/ftp/pid")" 2>/dev/null || true
+    rm -f "$STATE/ftp/pid"
+  fi
   local ids label
   # The test bed's own objects, and those tests created through Berth (labelled berth.scope).
   for label in "$LABEL" berth.scope; do
@@ -90,6 +94,57 @@ down() {
     [ -z "$ids" ] || docker volume rm -f $ids >/dev/null
     for net in $(docker network ls -q --filter "label=$label"); do docker network rm "$net" >/dev/null; done
   done
+}
+
+# s3s-fs, a real S3 server, built from crates.io once into target/tools.
+S3S_FS=$PWD/target/tools/bin/s3s-fs
+
+wait_for_port() {
+  local port=$1 what=$2
+  for _ in $(seq 1 100); do
+    if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "error: $what on 127.0.0.1:$port did not answer" >&2
+  exit 1
+}
+
+# The storage targets backups are tested against, on loopback: S3 (s3s-fs, in a container) and FTP
+# (pure-ftpd). SFTP is the test servers' own OpenSSH.
+storage() {
+  if [ ! -x "$S3S_FS" ]; then
+    say "installing s3s-fs 0.14.1 (a real S3 server) into target/tools; a few minutes, once"
+    cargo install --locked --quiet s3s-fs --version 0.14.1 --features binary --root "$PWD/target/tools" >&2
+  fi
+  local s3_port ftp_port
+  s3_port=$(free_port)
+  docker run -d --name berth-test-s3 --label "$LABEL" --network host --tmpfs /data \
+    -v "$S3S_FS:/usr/local/bin/s3s-fs:ro" --entrypoint sh "$BASE_TAG" -c \
+    "mkdir -p /data/berth-backups && exec s3s-fs --host 127.0.0.1 --port $s3_port --access-key berth-test-ak --secret-key berth-test-sk /data" >/dev/null
+  wait_for_port "$s3_port" "s3s-fs"
+  echo "BERTH_TEST_S3=http://127.0.0.1:$s3_port"
+  echo "BERTH_TEST_S3_BUCKET=berth-backups"
+  echo "BERTH_TEST_S3_ACCESS_KEY=berth-test-ak"
+  echo "BERTH_TEST_S3_SECRET_KEY=berth-test-sk"
+  # pure-ftpd cannot start in a container here (it needs capabilities Docker may not grant), so it
+  # runs on the machine, as the test bed's own daemon with one virtual user, on loopback.
+  if ! command -v pure-ftpd >/dev/null; then
+    say "installing pure-ftpd (Debian package) for the FTP storage tests"
+    apt-get install -y -qq pure-ftpd >/dev/null
+  fi
+  local ftp="$STATE/ftp"
+  rm -rf "$ftp" && mkdir -p "$ftp/root"
+  chown nobody:nogroup "$ftp/root"
+  printf 'berth-test-ftp\nberth-test-ftp\n' \
+    | pure-pw useradd berth -u nobody -g nogroup -d "$ftp/root" -f "$ftp/passwd" >/dev/null
+  pure-pw mkdb "$ftp/pdb" -f "$ftp/passwd"
+  ftp_port=$(free_port)
+  pure-ftpd -S "127.0.0.1,$ftp_port" -l "puredb:$ftp/pdb" -E -p 30000:30019 -P 127.0.0.1 -B \
+    -g "$ftp/pid"
+  wait_for_port "$ftp_port" "pure-ftpd"
+  echo "BERTH_TEST_FTP=127.0.0.1:$ftp_port"
+  echo "BERTH_TEST_FTP_USER=berth"
+  echo "BERTH_TEST_FTP_PASSWORD=berth-test-ftp"
 }
 
 up() {
@@ -116,6 +171,7 @@ up() {
     echo "BERTH_TEST_SERVER_$i=127.0.0.1:$port"
     echo "BERTH_TEST_SERVER_${i}_CONTAINER=$name"
   done >> "$STATE/env.tmp"
+  storage >> "$STATE/env.tmp"
   mv "$STATE/env.tmp" "$STATE/env"
   say "test bed up: $STATE/env"
 }

@@ -41,6 +41,155 @@ pub trait Hook: Plugin {
     fn handle(event: Event) -> Result<Verdict, Error>;
 }
 
+/// A storage-backend plugin: the provider logic of one family of storage targets (endpoints,
+/// regions, addressing, layout) over the host's protocol clients. A backend says how to open a
+/// target ([`StorageBackend::open`]); the five calls are the same for every backend. Objects travel
+/// as host-side blobs, never through the plugin's memory.
+pub trait StorageBackend: Plugin {
+    /// Reads the target's settings, applies the provider's logic, and connects.
+    fn open(target: &str) -> Result<StorageTarget, Error>;
+
+    /// Verifies the target is reachable and writable; the error names what failed.
+    fn check(target: String) -> Result<(), Error> {
+        Self::open(&target)?.check()
+    }
+    fn put(target: String, key: String, data: &blobs::Blob) -> Result<ObjectInfo, Error> {
+        Self::open(&target)?.put(&key, data)
+    }
+    fn get(target: String, key: String) -> Result<blobs::Blob, Error> {
+        Self::open(&target)?.get(&key)
+    }
+    fn list_objects(target: String, prefix: String) -> Result<Vec<ObjectInfo>, Error> {
+        Self::open(&target)?.list(&prefix)
+    }
+    fn delete(target: String, key: String) -> Result<(), Error> {
+        Self::open(&target)?.delete(&key)
+    }
+}
+
+/// A target's settings, as the operator configured them.
+pub struct TargetSettings {
+    target: String,
+    values: std::collections::BTreeMap<String, String>,
+}
+
+impl TargetSettings {
+    pub fn read(target: &str) -> Result<Self, Error> {
+        Ok(TargetSettings {
+            target: target.to_string(),
+            values: storage::settings(target)?.into_iter().collect(),
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn required(&self, key: &str) -> Result<&str, Error> {
+        self.get(key).ok_or_else(|| {
+            Error::invalid(format!(
+                "storage target {:?} has no setting {key:?}",
+                self.target
+            ))
+        })
+    }
+
+    pub fn port(&self, default: u16) -> Result<u16, Error> {
+        match self.get("port") {
+            None => Ok(default),
+            Some(port) => port.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "storage target {:?}: port {port:?} is not a port",
+                    self.target
+                ))
+            }),
+        }
+    }
+}
+
+/// An open storage target: a connection and the prefix every key of this target lives under.
+pub struct StorageTarget {
+    name: String,
+    connection: storage::Connection,
+    prefix: String,
+}
+
+impl StorageTarget {
+    pub fn new(name: &str, connection: storage::Connection, prefix: &str) -> Self {
+        let prefix = prefix.trim_matches('/');
+        StorageTarget {
+            name: name.to_string(),
+            connection,
+            prefix: if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            },
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn relative(&self, mut info: ObjectInfo) -> ObjectInfo {
+        if let Some(rest) = info.key.strip_prefix(&self.prefix) {
+            info.key = rest.to_string();
+        }
+        info
+    }
+
+    /// Writes, reads back the size of, and deletes a small probe object.
+    pub fn check(&self) -> Result<(), Error> {
+        let probe = self.key(".berth-write-check");
+        let blob = blobs::Blob::new();
+        blob.append(b"berth")?;
+        let step = |what: &str, e: Error| {
+            Error::failed(format!(
+                "storage target {:?}: {what} failed: {}",
+                self.name,
+                e.message()
+            ))
+        };
+        self.connection
+            .put(&probe, &blob)
+            .map_err(|e| step("writing a probe object", e))?;
+        match self.connection.head(&probe) {
+            Ok(Some(info)) if info.size == 5 => {}
+            Ok(other) => {
+                return Err(Error::failed(format!(
+                    "storage target {:?}: the probe object reads back as {other:?}",
+                    self.name
+                )));
+            }
+            Err(e) => return Err(step("reading the probe object", e)),
+        }
+        self.connection
+            .delete(&probe)
+            .map_err(|e| step("deleting the probe object", e))
+    }
+
+    pub fn put(&self, key: &str, data: &blobs::Blob) -> Result<ObjectInfo, Error> {
+        Ok(self.relative(self.connection.put(&self.key(key), data)?))
+    }
+
+    pub fn get(&self, key: &str) -> Result<blobs::Blob, Error> {
+        self.connection.get(&self.key(key))
+    }
+
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, Error> {
+        let objects = self.connection.list_objects(&self.key(prefix))?;
+        Ok(objects.into_iter().map(|o| self.relative(o)).collect())
+    }
+
+    pub fn delete(&self, key: &str) -> Result<(), Error> {
+        self.connection.delete(&self.key(key))
+    }
+}
+
 /// A lifecycle plugin: an operation as ordered, named, idempotent steps.
 pub trait Lifecycle: Plugin {
     fn steps(operation: String, environment: Environment) -> Result<Vec<String>, Error>;
@@ -68,6 +217,10 @@ impl Description {
 
     pub fn lifecycle(name: &str, version: &str) -> Self {
         Self::new(Role::Lifecycle, name, version)
+    }
+
+    pub fn storage_backend(name: &str, version: &str) -> Self {
+        Self::new(Role::StorageBackend, name, version)
     }
 
     /// One line for listings.
@@ -191,7 +344,7 @@ macro_rules! error {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Description, Environment, Error, Event, Hook, Lifecycle, Plugin, StepContext, StepOutcome,
-        Verdict, error, info, warn,
+        Description, Environment, Error, Event, Hook, Lifecycle, ObjectInfo, Plugin, StepContext,
+        StepOutcome, StorageBackend, Verdict, error, info, warn,
     };
 }

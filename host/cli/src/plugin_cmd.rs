@@ -253,6 +253,7 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         server: None,
         mirrors: None,
         context: None,
+        storage: None,
     };
 
     let outcome = plugin.handle(&runtime, &invocation, &event).await;

@@ -429,6 +429,7 @@ fn prepare(
         }),
         mirrors: Some(engine.mirrors.clone()),
         context: Some(context.clone()),
+        storage: None,
     };
     Ok(Prepared {
         invocation,

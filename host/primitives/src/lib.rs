@@ -5,3 +5,4 @@ pub mod database;
 pub mod docker;
 pub mod git;
 pub mod ssh;
+pub mod storage;

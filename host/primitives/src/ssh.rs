@@ -374,6 +374,19 @@ impl SshPool {
             path: key_path.display().to_string(),
             reason: e.to_string(),
         })?;
+        Self::from_key(key, known_hosts_path)
+    }
+
+    /// A pool that authenticates with a private key given in OpenSSH format (e.g. a secret).
+    pub fn with_key(key_openssh: &str, known_hosts_path: &Path) -> Result<Self, SshError> {
+        let key = russh::keys::decode_secret_key(key_openssh, None).map_err(|e| SshError::Key {
+            path: "(given key)".into(),
+            reason: e.to_string(),
+        })?;
+        Self::from_key(key, known_hosts_path)
+    }
+
+    fn from_key(key: PrivateKey, known_hosts_path: &Path) -> Result<Self, SshError> {
         let config = client::Config {
             // Commands are small request/response exchanges: Nagle plus delayed ACKs would add
             // ~40 ms to each.
@@ -636,7 +649,11 @@ impl SshPool {
         unreachable!("the loop returns on its second attempt")
     }
 
-    async fn sftp(&self, target: &Target) -> Result<russh_sftp::client::SftpSession, SshError> {
+    /// An SFTP session on `target` (a new channel of the pooled connection).
+    pub async fn sftp_session(
+        &self,
+        target: &Target,
+    ) -> Result<russh_sftp::client::SftpSession, SshError> {
         let channel = self.session(target).await?;
         let failed = |reason: String| SshError::Remote {
             server: target.to_string(),
@@ -660,7 +677,7 @@ impl SshPool {
         path: &str,
         mode: u32,
     ) -> Result<u64, SshError> {
-        let sftp = self.sftp(target).await?;
+        let sftp = self.sftp_session(target).await?;
         let failed = |reason: String| SshError::Remote {
             server: target.to_string(),
             what: format!("upload to {path}"),
@@ -697,7 +714,7 @@ impl SshPool {
         path: &str,
         sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
     ) -> Result<u64, SshError> {
-        let sftp = self.sftp(target).await?;
+        let sftp = self.sftp_session(target).await?;
         let failed = |reason: String| SshError::Remote {
             server: target.to_string(),
             what: format!("download of {path}"),

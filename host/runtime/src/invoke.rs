@@ -10,18 +10,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::Store;
+use wasmtime::component::Resource;
 
 use crate::audit::AuditSink;
 use crate::bindings::types::{
-    Error as WitError, Event, RunInfo, StepContext, StepOutcome, Verdict,
+    Error as WitError, Event, ObjectInfo, RunInfo, StepContext, StepOutcome, Verdict,
 };
 use crate::engine::Runtime;
 use crate::grants::{EnvRef, Grant, Rights};
 use crate::limits::{LimitExceeded, Limits};
 use crate::plugin::{Description, Plugin};
+use crate::primitives::blobs::Blob;
 use crate::primitives::operation::RunContext;
+use crate::primitives::storage::StorageTargets;
 use crate::runlog::{Level, LogSink, RunEvent};
 use crate::settings::Settings;
+use crate::state::Fault;
 use crate::state::{RunState, StateParts};
 
 /// What a caller says about the call: which run, under which grants, with which sinks and limits.
@@ -42,6 +46,8 @@ pub struct Invocation {
     /// The operation the run performs (settings, repositories, inputs, facts); `operation` calls
     /// fail without one.
     pub context: Option<Arc<dyn RunContext>>,
+    /// The storage targets the run may use; `storage` calls fail without them.
+    pub storage: Option<Arc<StorageTargets>>,
 }
 
 /// The control plane's SSH pool, the address of the run environment's server, and how to reach
@@ -123,6 +129,7 @@ pub(crate) fn new_store(
         server: invocation.server.clone(),
         mirrors: invocation.mirrors.clone(),
         context: invocation.context.clone(),
+        storage: invocation.storage.clone(),
     };
     let mut store = Store::new(
         runtime.engine(),
@@ -364,5 +371,79 @@ fn check_error<T>(state: &RunState, answer: &Result<T, WitError>) -> wasmtime::R
     match answer {
         Err(error) => check_returned(state, "an error message", error.message().len()),
         Ok(_) => Ok(()),
+    }
+}
+
+/// What a storage-backend plugin is asked to do with one target.
+#[derive(Debug)]
+pub enum StorageRequest {
+    Check,
+    Put { key: String, data: Blob },
+    Get { key: String },
+    List { prefix: String },
+    Delete { key: String },
+}
+
+/// A storage-backend plugin's answer.
+#[derive(Debug)]
+pub enum StorageAnswer {
+    Checked,
+    Stored(ObjectInfo),
+    Fetched(Blob),
+    Listed(Vec<ObjectInfo>),
+    Deleted,
+}
+
+impl Plugin {
+    /// Asks this storage-backend plugin to act on storage target `target`. Blobs cross by handle:
+    /// the data never passes through the plugin's memory.
+    pub async fn storage(
+        &self,
+        runtime: &Runtime,
+        invocation: &Invocation,
+        target: &str,
+        request: StorageRequest,
+    ) -> Result<StorageAnswer, InvokeError> {
+        let backend = self
+            .storage_backend
+            .as_ref()
+            .ok_or_else(|| self.wrong_role("storage-backend"))?;
+        let answer = sandboxed(runtime, &self.description, invocation, async |store| {
+            let instance = backend.instantiate_async(&mut *store).await?;
+            let provider = instance.berth_plugin_storage_provider();
+            let answer = match request {
+                StorageRequest::Check => provider
+                    .call_check(&mut *store, target)
+                    .await?
+                    .map(|()| StorageAnswer::Checked),
+                StorageRequest::Put { key, data } => {
+                    let handle = store.data_mut().push(data).map_err(Fault::into_trap)?;
+                    let borrowed = Resource::<Blob>::new_borrow(handle.rep());
+                    let stored = provider
+                        .call_put(&mut *store, target, &key, borrowed)
+                        .await?;
+                    store.data_mut().delete(handle)?;
+                    stored.map(StorageAnswer::Stored)
+                }
+                StorageRequest::Get { key } => {
+                    match provider.call_get(&mut *store, target, &key).await? {
+                        Ok(handle) => Ok(StorageAnswer::Fetched(store.data_mut().delete(handle)?)),
+                        Err(e) => Err(e),
+                    }
+                }
+                StorageRequest::List { prefix } => provider
+                    .call_list_objects(&mut *store, target, &prefix)
+                    .await?
+                    .map(StorageAnswer::Listed),
+                StorageRequest::Delete { key } => provider
+                    .call_delete(&mut *store, target, &key)
+                    .await?
+                    .map(|()| StorageAnswer::Deleted),
+            };
+            check_error(store.data(), &answer)?;
+            Ok(answer)
+        })
+        .await?;
+        answer.map_err(|error| self.plugin_failed(error))
     }
 }

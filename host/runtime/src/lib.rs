@@ -38,10 +38,11 @@ pub use bindings::types::{
 pub use dispatch::{DispatchOutcome, HookResult};
 pub use engine::{Runtime, RuntimeOptions};
 pub use grants::{Capability, Grant, Scope};
-pub use invoke::{Invocation, InvokeError, ServerAccess};
+pub use invoke::{Invocation, InvokeError, ServerAccess, StorageAnswer, StorageRequest};
 pub use limits::Limits;
 pub use plugin::{Description, Plugin, PluginError};
 pub use primitives::operation::RunContext;
+pub use primitives::storage::{StorageTarget, StorageTargets};
 pub use registry::Registry;
 pub use runlog::{LogSink, MemoryLog, RunEvent};
 pub use settings::Settings;

@@ -111,6 +111,13 @@ impl Runtime {
             Role::Hook => Some(crate::bindings::hook::HookPre::new(pre.clone()).map_err(link)?),
             _ => None,
         };
+        let storage_backend = match role {
+            Role::StorageBackend => Some(
+                crate::bindings::storage_backend::StorageBackendPre::new(pre.clone())
+                    .map_err(link)?,
+            ),
+            _ => None,
+        };
         let lifecycle = match role {
             Role::Lifecycle => {
                 Some(crate::bindings::lifecycle::LifecyclePre::new(pre.clone()).map_err(link)?)
@@ -123,6 +130,7 @@ impl Runtime {
             description: Arc::new(description),
             hook,
             lifecycle,
+            storage_backend,
             hash,
             wit_version,
             imports,
@@ -160,6 +168,7 @@ impl Runtime {
             server: None,
             mirrors: None,
             context: None,
+            storage: None,
             limits: crate::limits::Limits {
                 deadline: std::time::Duration::from_secs(5),
                 ..Default::default()

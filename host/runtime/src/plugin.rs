@@ -211,6 +211,8 @@ pub struct Plugin {
     pub(crate) description: Arc<Description>,
     pub(crate) hook: Option<crate::bindings::hook::HookPre<RunState>>,
     pub(crate) lifecycle: Option<crate::bindings::lifecycle::LifecyclePre<RunState>>,
+    pub(crate) storage_backend:
+        Option<crate::bindings::storage_backend::StorageBackendPre<RunState>>,
     /// Lowercase hex SHA-256 of the component's bytes.
     pub(crate) hash: String,
     pub(crate) wit_version: String,

@@ -18,6 +18,7 @@ use crate::invoke::ServerAccess;
 use crate::limits::{BoundedOutput, HostcallBudget, LimitExceeded, Limiter, Limits};
 use crate::plugin::Description;
 use crate::primitives::operation::RunContext;
+use crate::primitives::storage::StorageTargets;
 use crate::runlog::LogSink;
 use crate::settings::Settings;
 
@@ -127,6 +128,7 @@ pub struct RunState {
     pub(crate) server: Option<ServerAccess>,
     pub(crate) mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
     pub(crate) context: Option<Arc<dyn RunContext>>,
+    pub(crate) storage: Option<Arc<StorageTargets>>,
     /// Time spent inside host calls, and when the current one began.
     pub(crate) host_time: std::time::Duration,
     pub(crate) host_entered: Option<std::time::Instant>,
@@ -145,6 +147,7 @@ pub(crate) struct StateParts {
     pub server: Option<ServerAccess>,
     pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
     pub context: Option<Arc<dyn RunContext>>,
+    pub storage: Option<Arc<StorageTargets>>,
 }
 
 impl RunState {
@@ -184,6 +187,7 @@ impl RunState {
             server: parts.server,
             mirrors: parts.mirrors,
             context: parts.context,
+            storage: parts.storage,
             host_time: std::time::Duration::ZERO,
             host_entered: None,
             limits,

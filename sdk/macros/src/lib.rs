@@ -76,9 +76,41 @@ pub fn export(input: TokenStream) -> TokenStream {
                 }
             },
         ),
+        "storage_backend" => (
+            "berth:plugin/storage-backend",
+            quote! {
+                impl exports::berth::plugin::storage_provider::Guest for Glue {
+                    fn check(target: String) -> Result<(), ::berth_sdk::Error> {
+                        <#plugin as ::berth_sdk::StorageBackend>::check(target)
+                    }
+                    fn put(
+                        target: String,
+                        key: String,
+                        data: &::berth_sdk::blobs::Blob,
+                    ) -> Result<::berth_sdk::ObjectInfo, ::berth_sdk::Error> {
+                        <#plugin as ::berth_sdk::StorageBackend>::put(target, key, data)
+                    }
+                    fn get(
+                        target: String,
+                        key: String,
+                    ) -> Result<::berth_sdk::blobs::Blob, ::berth_sdk::Error> {
+                        <#plugin as ::berth_sdk::StorageBackend>::get(target, key)
+                    }
+                    fn list_objects(
+                        target: String,
+                        prefix: String,
+                    ) -> Result<Vec<::berth_sdk::ObjectInfo>, ::berth_sdk::Error> {
+                        <#plugin as ::berth_sdk::StorageBackend>::list_objects(target, prefix)
+                    }
+                    fn delete(target: String, key: String) -> Result<(), ::berth_sdk::Error> {
+                        <#plugin as ::berth_sdk::StorageBackend>::delete(target, key)
+                    }
+                }
+            },
+        ),
         other => {
             let msg = format!(
-                "berth_sdk::export! supports the roles `hook` and `lifecycle`; `{other}` is not one of them yet"
+                "berth_sdk::export! supports the roles `hook`, `lifecycle` and `storage_backend`; `{other}` is not one of them yet"
             );
             return syn::Error::new(role.span(), msg).to_compile_error().into();
         }

@@ -85,6 +85,7 @@ impl Harness {
             server: None,
             mirrors: None,
             context: None,
+            storage: None,
         };
         Harness {
             invocation,
@@ -114,6 +115,10 @@ pub struct Testbed {
     pub postgres_image: String,
     /// The Odoo stand-in image.
     pub odoo_image: String,
+    /// Storage targets: an S3 server (endpoint, bucket, access key, secret key) and an FTP server
+    /// (address, user, password).
+    pub s3: (String, String, String, String),
+    pub ftp: (String, String, String),
     pub servers: Vec<TestServer>,
 }
 
@@ -165,6 +170,17 @@ pub fn testbed() -> Testbed {
         key: var("BERTH_TEST_SSH_KEY").into(),
         postgres_image: var("BERTH_TEST_POSTGRES_IMAGE"),
         odoo_image: var("BERTH_TEST_ODOO_IMAGE"),
+        s3: (
+            var("BERTH_TEST_S3"),
+            var("BERTH_TEST_S3_BUCKET"),
+            var("BERTH_TEST_S3_ACCESS_KEY"),
+            var("BERTH_TEST_S3_SECRET_KEY"),
+        ),
+        ftp: (
+            var("BERTH_TEST_FTP"),
+            var("BERTH_TEST_FTP_USER"),
+            var("BERTH_TEST_FTP_PASSWORD"),
+        ),
         servers,
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! Every function opens with the door — [`RunState::gate`] for capability-bound calls (budget,
 //! grant, audit), [`RunState::charge`] for the always-available ones — then does the real work.
-//! Interfaces whose backends are not built yet (`ssh`, `docker`, `database`, `storage`, `git`) still
-//! link, so plugins importing them load, but every call answers `unsupported` after the grant check:
-//! the host never pretends to have done something.
+//! A call whose backend this run lacks (no server, no mirrors, no storage targets) answers
+//! `unsupported` after the grant check: the host never pretends to have done something.
 
 pub mod blobs;
 pub mod config;
@@ -19,18 +18,7 @@ pub mod ssh;
 pub mod storage;
 
 use crate::bindings::types::Error;
-use crate::grants::Capability;
-use crate::state::{Fault, RunState};
-
-/// The answer of a declared-but-unbuilt primitive: checked like a real one, then `unsupported`.
-pub(crate) fn not_built_yet<T>(
-    state: &mut RunState,
-    cap: &Capability,
-    call: &str,
-) -> Result<T, Fault> {
-    state.gate(cap, call)?;
-    Err(Error::unsupported(format!("{call} is not implemented by this host yet")).into())
-}
+use crate::state::Fault;
 
 /// Maps an I/O error on a plugin-named path to the WIT error a plugin can act on.
 pub(crate) fn io_error(call: &str, path: &str, err: std::io::Error) -> Fault {

@@ -1,71 +1,189 @@
-//! `storage`: declared in the contract; the protocol clients (S3, FTP, SFTP) are not built yet, so
-//! `connect` is checked and answered `unsupported` and no [`Connection`] can exist.
+//! `storage`: the S3, FTP and SFTP clients of `berth_primitives::storage`, opened on the run's
+//! storage targets. Capability `storage`. A plugin names a target and says how to reach it (the
+//! provider logic is the plugin's); the host adds the target's credentials, which never enter Wasm.
+//! Objects move between a target and host-side blobs, streamed, never through plugin memory.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_primitives::storage::{self as backend, Credentials, StorageError};
 use wasmtime::component::Resource;
 
 use super::blobs::Blob;
-use super::not_built_yet;
 use crate::bindings::storage::{Host, HostConnection, Protocol};
-use crate::bindings::types::ObjectInfo;
+use crate::bindings::types::{Error, ObjectInfo};
 use crate::grants::Capability;
+use crate::settings::Secret;
 use crate::state::{Fault, RunState};
 
-/// An open connection to a storage target. Uninhabited until the protocol clients exist.
-#[derive(Debug)]
-pub enum Connection {}
+/// An open connection to one storage target.
+pub struct Connection(backend::Connection);
+
+/// A storage target a run may use: its settings (shown to its backend plugin) and credentials
+/// (kept by the host).
+#[derive(Clone, Debug)]
+pub struct StorageTarget {
+    pub settings: BTreeMap<String, String>,
+    pub user: String,
+    pub secret: Secret,
+}
+
+/// The storage targets of a run, and where SFTP servers' host keys are pinned.
+#[derive(Clone, Debug, Default)]
+pub struct StorageTargets {
+    pub targets: BTreeMap<String, StorageTarget>,
+    pub known_hosts: PathBuf,
+}
 
 const CAP: Capability = Capability::STORAGE;
 
+fn storage_fault(err: StorageError) -> Fault {
+    Fault::Guest(match err {
+        StorageError::NotFound(m) => Error::not_found(m),
+        StorageError::Invalid(m) => Error::invalid(m),
+        StorageError::Denied(m) => Error::denied(m),
+        StorageError::Failed(m) => Error::failed(m),
+    })
+}
+
+fn info(o: backend::ObjectInfo) -> ObjectInfo {
+    ObjectInfo {
+        key: o.key,
+        size: o.size,
+        modified: o.modified,
+    }
+}
+
+impl RunState {
+    /// The door of every `storage` call: the grant, then the run's target by name.
+    fn target(&mut self, call: &str, name: &str) -> Result<(StorageTarget, PathBuf), Fault> {
+        self.gate(&CAP, call)?;
+        let targets: Arc<StorageTargets> = self.storage.clone().ok_or_else(|| {
+            Fault::from(Error::unsupported(format!(
+                "{call}: this run has no storage targets"
+            )))
+        })?;
+        let target = targets.targets.get(name).cloned().ok_or_else(|| {
+            Fault::from(Error::not_found(format!(
+                "{call}: the run has no storage target named {name:?}"
+            )))
+        })?;
+        Ok((target, targets.known_hosts.clone()))
+    }
+
+    fn connection(&mut self, call: &str, c: &Resource<Connection>) -> Result<(), Fault> {
+        self.gate(&CAP, call)?;
+        RunState::get(self, c).map(|_| ())
+    }
+}
+
 impl Host for RunState {
+    async fn settings(&mut self, target: String) -> Result<Vec<(String, String)>, Fault> {
+        let (target, _) = self.target("storage.settings", &target)?;
+        Ok(target.settings.into_iter().collect())
+    }
+
     async fn connect(
         &mut self,
-        _target: String,
-        _protocol: Protocol,
+        target: String,
+        protocol: Protocol,
     ) -> Result<Resource<Connection>, Fault> {
-        not_built_yet(self, &CAP, "storage.connect")
+        let (found, known_hosts) = self.target("storage.connect", &target)?;
+        let protocol = match protocol {
+            Protocol::S3(s) => backend::Protocol::S3 {
+                endpoint: s.endpoint,
+                region: s.region,
+                bucket: s.bucket,
+                path_style: s.path_style,
+            },
+            Protocol::Ftp(r) => backend::Protocol::Ftp(backend::Remote {
+                host: r.host,
+                port: r.port,
+                directory: r.directory,
+            }),
+            Protocol::Sftp(r) => backend::Protocol::Sftp(backend::Remote {
+                host: r.host,
+                port: r.port,
+                directory: r.directory,
+            }),
+        };
+        let credentials = Credentials {
+            user: found.user.clone(),
+            secret: found.secret.expose().to_string(),
+        };
+        let connection = backend::Connection::open(&protocol, &credentials, &known_hosts)
+            .await
+            .map_err(storage_fault)?;
+        self.push(Connection(connection))
     }
 }
 
 impl HostConnection for RunState {
     async fn put(
         &mut self,
-        _c: Resource<Connection>,
-        _key: String,
-        _data: Resource<Blob>,
+        c: Resource<Connection>,
+        key: String,
+        data: Resource<Blob>,
     ) -> Result<ObjectInfo, Fault> {
-        not_built_yet(self, &CAP, "storage.put")
+        self.connection("storage.put", &c)?;
+        let blob = RunState::get(self, &data)?;
+        let size = blob.len();
+        let mut reader = blob
+            .reader()
+            .map_err(|e| Error::failed(format!("storage.put: reading the blob: {e}")))?;
+        let connection = &RunState::get(self, &c)?.0;
+        connection
+            .put(&key, &mut reader, size)
+            .await
+            .map(info)
+            .map_err(storage_fault)
     }
 
-    async fn get(
-        &mut self,
-        _c: Resource<Connection>,
-        _key: String,
-    ) -> Result<Resource<Blob>, Fault> {
-        not_built_yet(self, &CAP, "storage.get")
+    async fn get(&mut self, c: Resource<Connection>, key: String) -> Result<Resource<Blob>, Fault> {
+        self.connection("storage.get", &c)?;
+        let mut blob = Blob::new(self.limits.blob_bytes);
+        let connection = &RunState::get(self, &c)?.0;
+        connection
+            .get(&key, &mut |chunk| blob.append(chunk))
+            .await
+            .map_err(storage_fault)?;
+        self.push(blob)
     }
 
     async fn head(
         &mut self,
-        _c: Resource<Connection>,
-        _key: String,
+        c: Resource<Connection>,
+        key: String,
     ) -> Result<Option<ObjectInfo>, Fault> {
-        not_built_yet(self, &CAP, "storage.head")
+        self.connection("storage.head", &c)?;
+        let connection = &RunState::get(self, &c)?.0;
+        Ok(connection
+            .head(&key)
+            .await
+            .map_err(storage_fault)?
+            .map(info))
     }
 
     async fn list_objects(
         &mut self,
-        _c: Resource<Connection>,
-        _prefix: String,
+        c: Resource<Connection>,
+        prefix: String,
     ) -> Result<Vec<ObjectInfo>, Fault> {
-        not_built_yet(self, &CAP, "storage.list-objects")
+        self.connection("storage.list-objects", &c)?;
+        let connection = &RunState::get(self, &c)?.0;
+        let objects = connection.list(&prefix).await.map_err(storage_fault)?;
+        Ok(objects.into_iter().map(info).collect())
     }
 
-    async fn delete(&mut self, _c: Resource<Connection>, _key: String) -> Result<(), Fault> {
-        not_built_yet(self, &CAP, "storage.delete")
+    async fn delete(&mut self, c: Resource<Connection>, key: String) -> Result<(), Fault> {
+        self.connection("storage.delete", &c)?;
+        let connection = &RunState::get(self, &c)?.0;
+        connection.delete(&key).await.map_err(storage_fault)
     }
 
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
-        self.delete(connection)?;
+        RunState::delete(self, connection)?;
         Ok(())
     }
 }

@@ -1,0 +1,224 @@
+//! Object storage for backups: S3 (and every S3-compatible service), FTP and SFTP clients, one
+//! module each, behind one [`Connection`] with the same five calls.
+//!
+//! Every transfer streams: an upload reads its source chunk by chunk (S3 sends parts of
+//! [`PART_SIZE`] through a multipart upload), a download hands each chunk to a sink as it arrives.
+//! Memory stays bounded by one part whatever the object's size. Credentials are given to
+//! [`Connection::open`] and live only inside the client; errors name the target and the operation,
+//! never a secret.
+
+mod ftp;
+mod s3;
+mod sftp;
+
+use std::io::Read;
+use std::path::Path;
+
+/// Bytes of one S3 multipart part (the minimum S3 accepts is 5 MiB).
+pub const PART_SIZE: usize = 8 << 20;
+/// Bytes moved per read or write on FTP and SFTP.
+const CHUNK: usize = 256 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The target refused the credentials or the access.
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Where a target is, as its backend plugin describes it.
+#[derive(Clone, Debug)]
+pub enum Protocol {
+    S3 {
+        endpoint: String,
+        region: String,
+        bucket: String,
+        path_style: bool,
+    },
+    Ftp(Remote),
+    Sftp(Remote),
+}
+
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub host: String,
+    pub port: u16,
+    /// The directory objects live under; keys are relative to it.
+    pub directory: String,
+}
+
+/// A target's credentials: access key and secret key (S3), user and password (FTP), user and
+/// private key in OpenSSH format (SFTP).
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, ***)", self.user)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Seconds since the Unix epoch, when the backend says.
+    pub modified: Option<u64>,
+}
+
+/// An open connection to one storage target.
+pub enum Connection {
+    S3(s3::S3),
+    Ftp(ftp::Ftp),
+    Sftp(sftp::Sftp),
+}
+
+/// Refuses a key that could leave the target's directory or confuse a path.
+pub fn check_key(key: &str) -> Result<()> {
+    let clean = !key.is_empty()
+        && key.len() <= 1024
+        && !key.starts_with('/')
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+        && key.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b'+' | b'=')
+        });
+    if clean {
+        Ok(())
+    } else {
+        Err(StorageError::Invalid(format!(
+            "object key {key:?} must be a relative path of letters, digits and . _ - + = /"
+        )))
+    }
+}
+
+impl Connection {
+    /// Connects and authenticates. `known_hosts` pins SFTP servers' host keys.
+    pub async fn open(
+        protocol: &Protocol,
+        credentials: &Credentials,
+        known_hosts: &Path,
+    ) -> Result<Self> {
+        Ok(match protocol {
+            Protocol::S3 {
+                endpoint,
+                region,
+                bucket,
+                path_style,
+            } => Connection::S3(s3::S3::open(
+                endpoint,
+                region,
+                bucket,
+                *path_style,
+                credentials,
+            )),
+            Protocol::Ftp(remote) => Connection::Ftp(ftp::Ftp::open(remote, credentials).await?),
+            Protocol::Sftp(remote) => {
+                Connection::Sftp(sftp::Sftp::open(remote, credentials, known_hosts).await?)
+            }
+        })
+    }
+
+    /// Stores everything `data` yields (`size` bytes) under `key`.
+    pub async fn put(
+        &self,
+        key: &str,
+        data: &mut (dyn Read + Send),
+        size: u64,
+    ) -> Result<ObjectInfo> {
+        check_key(key)?;
+        match self {
+            Connection::S3(c) => c.put(key, data, size).await,
+            Connection::Ftp(c) => c.put(key, data).await,
+            Connection::Sftp(c) => c.put(key, data).await,
+        }
+    }
+
+    /// Streams the object `key` into `sink`; returns its size.
+    pub async fn get(
+        &self,
+        key: &str,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64> {
+        check_key(key)?;
+        match self {
+            Connection::S3(c) => c.get(key, sink).await,
+            Connection::Ftp(c) => c.get(key, sink).await,
+            Connection::Sftp(c) => c.get(key, sink).await,
+        }
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        check_key(key)?;
+        match self {
+            Connection::S3(c) => c.head(key).await,
+            Connection::Ftp(c) => c.head(key).await,
+            Connection::Sftp(c) => c.head(key).await,
+        }
+    }
+
+    /// Objects whose key starts with `prefix`, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        if !prefix.is_empty() {
+            check_key(prefix.trim_end_matches('/'))?;
+        }
+        let mut objects = match self {
+            Connection::S3(c) => c.list(prefix).await?,
+            Connection::Ftp(c) => c.list(prefix).await?,
+            Connection::Sftp(c) => c.list(prefix).await?,
+        };
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        match self {
+            Connection::S3(c) => c.delete(key).await,
+            Connection::Ftp(c) => c.delete(key).await,
+            Connection::Sftp(c) => c.delete(key).await,
+        }
+    }
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at the end of `data`.
+fn read_full(data: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match data.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+/// The directory part of a key (`a/b/c` → `a/b`), if any.
+fn parent(key: &str) -> Option<&str> {
+    key.rsplit_once('/').map(|(dir, _)| dir)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_stay_inside_the_target() {
+        for good in ["backups/prod/2026-11-27.zip", "a", "x.sha256"] {
+            assert!(super::check_key(good).is_ok(), "{good}");
+        }
+        for bad in ["", "/etc/passwd", "../up", "a//b", "a/./b", "a b", "a\nb"] {
+            assert!(super::check_key(bad).is_err(), "{bad:?}");
+        }
+    }
+}

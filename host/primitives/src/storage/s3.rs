@@ -1,0 +1,272 @@
+//! S3 and S3-compatible services (AWS, Cloudflare R2, Backblaze B2, MinIO…) through aws-sdk-s3:
+//! an explicit endpoint, region and addressing style (the backend plugin's presets choose them),
+//! multipart uploads in parts of [`PART_SIZE`], streamed downloads.
+
+use std::io::Read;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+
+use super::{Credentials, ObjectInfo, PART_SIZE, Result, StorageError, read_full};
+
+pub struct S3 {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    endpoint: String,
+}
+
+/// A precise error: the service's code (`InvalidAccessKeyId`, `NoSuchBucket`, …) when it gave one.
+fn s3_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    what: &str,
+    endpoint: &str,
+    err: SdkError<E, R>,
+) -> StorageError {
+    let code = err
+        .as_service_error()
+        .and_then(|e| e.code())
+        .map(str::to_string);
+    let message = err
+        .as_service_error()
+        .and_then(|e| e.message())
+        .map(str::to_string);
+    let detail = match (&code, &message) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.clone(),
+        _ => match &err {
+            SdkError::DispatchFailure(e) => format!("cannot reach the endpoint ({e:?})"),
+            SdkError::TimeoutError(_) => "timed out".into(),
+            other => format!("{other}"),
+        },
+    };
+    let text = format!("S3 {what} at {endpoint}: {detail}");
+    match code.as_deref() {
+        Some("NoSuchKey" | "NotFound" | "NoSuchBucket") => StorageError::NotFound(text),
+        Some(
+            "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "AccessDenied"
+            | "Forbidden"
+            | "InvalidToken",
+        ) => StorageError::Denied(text),
+        _ => StorageError::Failed(text),
+    }
+}
+
+impl S3 {
+    pub fn open(
+        endpoint: &str,
+        region: &str,
+        bucket: &str,
+        path_style: bool,
+        credentials: &Credentials,
+    ) -> Self {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new(region.to_string()))
+            .force_path_style(path_style)
+            .credentials_provider(AwsCredentials::new(
+                &credentials.user,
+                &credentials.secret,
+                None,
+                None,
+                "berth-storage-target",
+            ))
+            .build();
+        S3 {
+            client: aws_sdk_s3::Client::from_conf(config),
+            bucket: bucket.to_string(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        data: &mut (dyn Read + Send),
+        size: u64,
+    ) -> Result<ObjectInfo> {
+        let io =
+            |e: std::io::Error| StorageError::Failed(format!("reading the data for {key}: {e}"));
+        if size <= PART_SIZE as u64 {
+            let mut body = vec![0u8; size as usize];
+            let n = read_full(data, &mut body).map_err(io)?;
+            body.truncate(n);
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| s3_error(&format!("upload of {key}"), &self.endpoint, e))?;
+            return Ok(ObjectInfo {
+                key: key.to_string(),
+                size: n as u64,
+                modified: None,
+            });
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("upload of {key}"), &self.endpoint, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        match self.parts(key, &upload_id, data).await {
+            Ok(size) => Ok(ObjectInfo {
+                key: key.to_string(),
+                size,
+                modified: None,
+            }),
+            Err(e) => {
+                // Leave no half-uploaded parts to pay for.
+                let _ = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn parts(&self, key: &str, upload_id: &str, data: &mut (dyn Read + Send)) -> Result<u64> {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut buffer = vec![0u8; PART_SIZE];
+        for number in 1.. {
+            let n = read_full(data, &mut buffer)
+                .map_err(|e| StorageError::Failed(format!("reading the data for {key}: {e}")))?;
+            if n == 0 && number > 1 {
+                break;
+            }
+            let part = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(buffer[..n].to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    s3_error(
+                        &format!("upload of {key} (part {number})"),
+                        &self.endpoint,
+                        e,
+                    )
+                })?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(part.e_tag().map(str::to_string))
+                    .build(),
+            );
+            total += n as u64;
+            if n < PART_SIZE {
+                break;
+            }
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("upload of {key}"), &self.endpoint, e))?;
+        Ok(total)
+    }
+
+    pub async fn get(
+        &self,
+        key: &str,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64> {
+        let object = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("download of {key}"), &self.endpoint, e))?;
+        let mut body = object.body;
+        let mut total = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StorageError::Failed(format!("S3 download of {key}: {e}")))?
+        {
+            sink(&chunk).map_err(|e| StorageError::Failed(format!("storing {key}: {e}")))?;
+            total += chunk.len() as u64;
+        }
+        Ok(total)
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: head.content_length().unwrap_or(0).max(0) as u64,
+                modified: head.last_modified().map(|t| t.secs().max(0) as u64),
+            })),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(None),
+            Err(e) => Err(s3_error(&format!("lookup of {key}"), &self.endpoint, e)),
+        }
+    }
+
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut objects = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error("listing", &self.endpoint, e))?;
+            for object in page.contents() {
+                objects.push(ObjectInfo {
+                    key: object.key().unwrap_or_default().to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified: object.last_modified().map(|t| t.secs().max(0) as u64),
+                });
+            }
+        }
+        Ok(objects)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(&format!("deletion of {key}"), &self.endpoint, e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,255 @@
+//! The storage-backend plugins against real servers: S3 (s3s-fs) through each preset — AWS, R2, B2,
+//! MinIO, their endpoints pointed at the local server —, FTP (pure-ftpd) and SFTP (a test server's
+//! OpenSSH). Each target is checked, then an object goes up, is listed, comes back identical and is
+//! deleted — always as host-side blobs; wrong credentials fail with an error naming the backend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use berth_e2e::{Harness, component, testbed};
+use berth_runtime::primitives::blobs::Blob;
+use berth_runtime::settings::Secret;
+use berth_runtime::{
+    Plugin, Runtime, RuntimeOptions, StorageAnswer, StorageRequest, StorageTarget, StorageTargets,
+};
+use sha2::{Digest, Sha256};
+
+fn target(settings: &[(&str, &str)], user: &str, secret: &str) -> StorageTarget {
+    StorageTarget {
+        settings: settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        user: user.into(),
+        secret: Secret::new(secret),
+    }
+}
+
+/// Every target of the test bed, by name, with the plugin that serves it.
+fn targets(dir: &std::path::Path) -> (StorageTargets, Vec<(&'static str, &'static str)>) {
+    let bed = testbed();
+    let (endpoint, bucket, ak, sk) = &bed.s3;
+    let (ftp, ftp_user, ftp_password) = &bed.ftp;
+    let (ftp_host, ftp_port) = ftp.split_once(':').unwrap();
+    let server = &bed.servers[0];
+    let key = std::fs::read_to_string(&bed.key).unwrap();
+    let sftp_port = server.port.to_string();
+    // The SFTP target's directory on the test server.
+    let made = std::process::Command::new("docker")
+        .args(["exec", &server.container, "mkdir", "-p", "/srv/berth-sftp"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let s3 = |provider: &str, extra: &[(&str, &str)]| {
+        let mut settings = vec![
+            ("provider", provider),
+            ("bucket", bucket.as_str()),
+            ("endpoint", endpoint.as_str()),
+            ("prefix", "backups/acme"),
+        ];
+        settings.extend_from_slice(extra);
+        target(&settings, ak, sk)
+    };
+    let map: BTreeMap<String, StorageTarget> = [
+        ("aws", s3("aws", &[("region", "eu-west-1")])),
+        ("r2", s3("r2", &[("account-id", "0123456789abcdef")])),
+        ("b2", s3("b2", &[("region", "us-west-004")])),
+        ("minio", s3("minio", &[])),
+        (
+            "ftp",
+            target(
+                &[
+                    ("host", ftp_host),
+                    ("port", ftp_port),
+                    ("prefix", "backups"),
+                ],
+                ftp_user,
+                ftp_password,
+            ),
+        ),
+        (
+            "sftp",
+            target(
+                &[
+                    ("host", "127.0.0.1"),
+                    ("port", &sftp_port),
+                    ("directory", "/srv/berth-sftp"),
+                    ("prefix", "acme"),
+                ],
+                "root",
+                &key,
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let plugins = vec![
+        ("aws", "storage_s3"),
+        ("r2", "storage_s3"),
+        ("b2", "storage_s3"),
+        ("minio", "storage_s3"),
+        ("ftp", "storage_ftp"),
+        ("sftp", "storage_sftp"),
+    ];
+    (
+        StorageTargets {
+            targets: map,
+            known_hosts: dir.join("known_hosts"),
+        },
+        plugins,
+    )
+}
+
+async fn load(runtime: &Runtime, name: &str) -> Plugin {
+    runtime.load_file(&component(name)).await.unwrap()
+}
+
+fn blob_of(data: &[u8]) -> Blob {
+    let mut blob = Blob::new(1 << 30);
+    blob.append(data).unwrap();
+    blob
+}
+
+fn sha(blob: &Blob) -> String {
+    hex::encode(Sha256::digest(
+        blob.read_at(0, blob.len() as usize).unwrap(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_backend_stores_lists_returns_and_deletes() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, plugins) = targets(dir.path());
+    // 12 MiB: more than one S3 multipart part.
+    let data: Vec<u8> = (0..12u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let expected = hex::encode(Sha256::digest(&data));
+    for (name, plugin) in plugins {
+        let plugin = load(&runtime, plugin).await;
+        let mut h = Harness::new("storage", plugin.name(), &["storage"]);
+        h.invocation.storage = Some(Arc::new(storage.clone()));
+        let call = async |request| {
+            plugin
+                .storage(&runtime, &h.invocation, name, request)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        assert!(matches!(
+            call(StorageRequest::Check).await,
+            StorageAnswer::Checked
+        ));
+        let key = format!("{name}/2026-11-27.zip");
+        let put = StorageRequest::Put {
+            key: key.clone(),
+            data: blob_of(&data),
+        };
+        let StorageAnswer::Stored(info) = call(put).await else {
+            panic!("{name}: put")
+        };
+        assert_eq!(
+            (info.key.as_str(), info.size),
+            (key.as_str(), data.len() as u64),
+            "{name}"
+        );
+        let StorageAnswer::Listed(listed) = call(StorageRequest::List {
+            prefix: format!("{name}/"),
+        })
+        .await
+        else {
+            panic!("{name}: list")
+        };
+        assert_eq!(
+            listed
+                .iter()
+                .map(|o| (o.key.as_str(), o.size))
+                .collect::<Vec<_>>(),
+            [(key.as_str(), data.len() as u64)],
+            "{name}"
+        );
+        let StorageAnswer::Fetched(back) = call(StorageRequest::Get { key: key.clone() }).await
+        else {
+            panic!("{name}: get")
+        };
+        assert_eq!(
+            sha(&back),
+            expected,
+            "{name}: the object came back identical"
+        );
+        assert!(matches!(
+            call(StorageRequest::Delete { key: key.clone() }).await,
+            StorageAnswer::Deleted
+        ));
+        let StorageAnswer::Listed(after) = call(StorageRequest::List {
+            prefix: format!("{name}/"),
+        })
+        .await
+        else {
+            panic!("{name}: list")
+        };
+        assert!(after.is_empty(), "{name}: {after:?}");
+        let missing = plugin
+            .storage(&runtime, &h.invocation, name, StorageRequest::Get { key })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            missing.plugin_error().map(|e| e.kind()),
+            Some("not-found"),
+            "{name}: {missing}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_fail_the_check_naming_the_backend() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = targets(dir.path());
+    let other_key = dir.path().join("other");
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let other_key = std::fs::read_to_string(&other_key).unwrap();
+    for (name, wrong) in [
+        ("minio", "not-the-secret"),
+        ("ftp", "not-the-password"),
+        ("sftp", other_key.as_str()),
+    ] {
+        storage.targets.get_mut(name).unwrap().secret = Secret::new(wrong);
+    }
+    for (name, plugin, says) in [
+        ("minio", "storage_s3", "S3"),
+        ("ftp", "storage_ftp", "FTP login of berth"),
+        ("sftp", "storage_sftp", "refused the key"),
+    ] {
+        let plugin = load(&runtime, plugin).await;
+        let mut h = Harness::new("storage", plugin.name(), &["storage"]);
+        h.invocation.storage = Some(Arc::new(storage.clone()));
+        let err = plugin
+            .storage(&runtime, &h.invocation, name, StorageRequest::Check)
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(says), "{name}: {message}");
+        assert!(
+            !message.contains("not-the-"),
+            "{name}: the secret is not in the error: {message}"
+        );
+    }
+    // Without the grant, nothing is reached.
+    let plugin = load(&runtime, "storage_s3").await;
+    let mut h = Harness::new("storage", plugin.name(), &[]);
+    h.invocation.storage = Some(Arc::new(storage.clone()));
+    let err = plugin
+        .storage(&runtime, &h.invocation, "minio", StorageRequest::Check)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.plugin_error().map(|e| e.kind()),
+        Some("denied"),
+        "{err}"
+    );
+}
