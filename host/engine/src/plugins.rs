@@ -97,8 +97,9 @@ impl Plugins {
                 description.name
             )));
         }
+        // One file per content, so a record always names the exact bytes it was checked as.
         let dir = self.upload_dir.join(format!("org-{org_id}"));
-        let path = dir.join(format!("{}.wasm", description.name));
+        let path = dir.join(format!("{}-{}.wasm", description.name, plugin.hash()));
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(&path, bytes))
             .map_err(|e| EngineError::Setup(format!("cannot keep the plugin: {e}")))?;
@@ -132,7 +133,18 @@ impl Plugins {
             let Some(org_id) = record.organization_id else {
                 continue;
             };
+            if self.platform.get(&record.name).is_some() {
+                eprintln!(
+                    "uploaded plugin {} of organization {org_id} not loaded: a platform plugin has its name",
+                    record.name
+                );
+                continue;
+            }
             match runtime.load_file(Path::new(&record.path)).await {
+                Ok(plugin) if plugin.hash() != record.sha256 => eprintln!(
+                    "uploaded plugin {} not loaded: its file changed since it was uploaded",
+                    record.path
+                ),
                 Ok(plugin) => {
                     let mut uploaded = self.uploaded.write().unwrap();
                     let list = uploaded.entry(org_id).or_default();

@@ -340,6 +340,32 @@ async fn tokens_see_only_their_organization() {
         f.cp.call("berth_nonsense", reqwest::Method::GET, "/v1/projects", None)
             .await;
     assert_eq!(status, 401);
+    // Uploads are validated before anything is kept.
+    for (bytes, says, status) in [
+        (b"not a component".to_vec(), "the plugin was refused", 422),
+        (
+            std::fs::read(berth_e2e::component("steps")).unwrap(),
+            "organizations upload hook plugins",
+            422,
+        ),
+        (
+            std::fs::read(berth_e2e::component("gate")).unwrap(),
+            "already exists",
+            409,
+        ),
+    ] {
+        let answer =
+            f.cp.client
+                .post(format!("{}/v1/plugins", f.cp.url))
+                .bearer_auth(&f.token)
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(answer.status().as_u16(), status);
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+    }
     let openapi =
         f.cp.client
             .get(format!("{}/v1/openapi.json", f.cp.url))
