@@ -4,5 +4,6 @@
 pub mod database;
 pub mod docker;
 pub mod git;
+pub mod odoo_zip;
 pub mod ssh;
 pub mod storage;
