@@ -130,7 +130,7 @@ storage() {
   # runs on the machine, as the test bed's own daemon with one virtual user, on loopback.
   if ! command -v pure-ftpd >/dev/null; then
     say "installing pure-ftpd (Debian package) for the FTP storage tests"
-    apt-get install -y -qq pure-ftpd >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pure-ftpd >/dev/null
   fi
   local ftp="$STATE/ftp"
   rm -rf "$ftp" && mkdir -p "$ftp/root"
