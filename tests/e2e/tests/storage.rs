@@ -10,7 +10,8 @@ use berth_e2e::{Harness, component, testbed};
 use berth_runtime::primitives::blobs::Blob;
 use berth_runtime::settings::Secret;
 use berth_runtime::{
-    Plugin, Runtime, RuntimeOptions, StorageAnswer, StorageRequest, StorageTarget, StorageTargets,
+    Limits, Plugin, Runtime, RuntimeOptions, StorageAnswer, StorageRequest, StorageTarget,
+    StorageTargets,
 };
 use sha2::{Digest, Sha256};
 
@@ -129,6 +130,8 @@ async fn every_backend_stores_lists_returns_and_deletes() {
         let plugin = load(&runtime, plugin).await;
         let mut h = Harness::new("storage", plugin.name(), &["storage"]);
         h.invocation.storage = Some(Arc::new(storage.clone()));
+        // Transfers and logins take the time they take (pure-ftpd delays a failed login on purpose).
+        h.invocation.limits = Limits::step();
         let call = async |request| {
             plugin
                 .storage(&runtime, &h.invocation, name, request)
@@ -228,6 +231,8 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
         let plugin = load(&runtime, plugin).await;
         let mut h = Harness::new("storage", plugin.name(), &["storage"]);
         h.invocation.storage = Some(Arc::new(storage.clone()));
+        // Transfers and logins take the time they take (pure-ftpd delays a failed login on purpose).
+        h.invocation.limits = Limits::step();
         let err = plugin
             .storage(&runtime, &h.invocation, name, StorageRequest::Check)
             .await
