@@ -82,6 +82,7 @@ wait_for_ssh() {
 down() {
   require_docker
   if [ -f "$STATE/ftp/pid" ]; then
+    # The daemon may have stopped already; its pid file is all that is left to clean.
     kill "$(cat "$STATE/ftp/pid")" 2>/dev/null || true
     rm -f "$STATE/ftp/pid"
   fi

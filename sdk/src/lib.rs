@@ -97,6 +97,25 @@ impl TargetSettings {
         })
     }
 
+    /// `host`, `port` (default `default_port`) and `directory`: a target on an FTP or SFTP server.
+    pub fn remote(&self, default_port: u16) -> Result<storage::RemoteSettings, Error> {
+        Ok(storage::RemoteSettings {
+            host: self.required("host")?.to_string(),
+            port: self.port(default_port)?,
+            directory: self.get("directory").unwrap_or("").to_string(),
+        })
+    }
+
+    /// Connects to the target with `protocol`, under its `prefix`.
+    pub fn connect(&self, protocol: &storage::Protocol) -> Result<StorageTarget, Error> {
+        let connection = storage::connect(&self.target, protocol)?;
+        Ok(StorageTarget::new(
+            &self.target,
+            connection,
+            self.get("prefix").unwrap_or(""),
+        ))
+    }
+
     pub fn port(&self, default: u16) -> Result<u16, Error> {
         match self.get("port") {
             None => Ok(default),

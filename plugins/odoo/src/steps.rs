@@ -130,6 +130,27 @@ fn download(path: &str) -> Result<Option<String>, Error> {
     Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// A long-running service of the environment on its private network, restarted unless stopped.
+fn service(
+    name: &str,
+    image: &str,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<docker::Mount>,
+) -> docker::ContainerSpec {
+    docker::ContainerSpec {
+        name: name.into(),
+        image: image.into(),
+        command,
+        env,
+        mounts,
+        networks: vec![NETWORK.into()],
+        ports: Vec::new(),
+        restart_policy: Some("unless-stopped".into()),
+        labels: Vec::new(),
+    }
+}
+
 fn inspect(name: &str) -> Result<Option<docker::ContainerInfo>, Error> {
     match docker::inspect(name) {
         Ok(info) => Ok(Some(info)),
@@ -183,24 +204,16 @@ pub fn setup_database(run: &Run) -> Outcome {
             action = "created";
         }
         let password = secrets::get(crate::POSTGRES_PASSWORD)?;
-        let spec = docker::ContainerSpec {
-            name: DB_CONTAINER.into(),
-            image: image.clone(),
-            command,
-            env: vec![
-                ("POSTGRES_USER".into(), "postgres".into()),
-                ("POSTGRES_PASSWORD".into(), password),
-            ],
-            mounts: vec![docker::Mount {
-                source: "pgdata".into(),
-                target: "/var/lib/postgresql/data".into(),
-                read_only: false,
-            }],
-            networks: vec![NETWORK.into()],
-            ports: Vec::new(),
-            restart_policy: Some("unless-stopped".into()),
-            labels: Vec::new(),
+        let env = vec![
+            ("POSTGRES_USER".into(), "postgres".into()),
+            ("POSTGRES_PASSWORD".into(), password),
+        ];
+        let data = docker::Mount {
+            source: "pgdata".into(),
+            target: "/var/lib/postgresql/data".into(),
+            read_only: false,
         };
+        let spec = service(DB_CONTAINER, image, command, env, vec![data]);
         docker::create(&spec)?;
         upload(&settings_file, &wanted, 0o600)?;
     }
@@ -337,33 +350,24 @@ pub fn start_odoo(run: &Run) -> Outcome {
         docker::stop(ODOO_CONTAINER, Some(30))?;
         docker::remove(ODOO_CONTAINER)?;
     }
-    let spec = docker::ContainerSpec {
-        name: ODOO_CONTAINER.into(),
-        image: image.clone(),
-        command: Vec::new(),
-        env: Vec::new(),
-        mounts: vec![
-            docker::Mount {
-                source: run.path("odoo.conf"),
-                target: "/etc/odoo/odoo.conf".into(),
-                read_only: true,
-            },
-            docker::Mount {
-                source: run.code_dir(),
-                target: CODE_MOUNT.into(),
-                read_only: true,
-            },
-            docker::Mount {
-                source: "odoo-data".into(),
-                target: DATA_DIR.into(),
-                read_only: false,
-            },
-        ],
-        networks: vec![NETWORK.into()],
-        ports: Vec::new(),
-        restart_policy: Some("unless-stopped".into()),
-        labels: Vec::new(),
-    };
+    let mounts = vec![
+        docker::Mount {
+            source: run.path("odoo.conf"),
+            target: "/etc/odoo/odoo.conf".into(),
+            read_only: true,
+        },
+        docker::Mount {
+            source: run.code_dir(),
+            target: CODE_MOUNT.into(),
+            read_only: true,
+        },
+        docker::Mount {
+            source: "odoo-data".into(),
+            target: DATA_DIR.into(),
+            read_only: false,
+        },
+    ];
+    let spec = service(ODOO_CONTAINER, image, Vec::new(), Vec::new(), mounts);
     docker::create(&spec)?;
     docker::start(ODOO_CONTAINER)?;
     done(format!(

@@ -5,7 +5,7 @@
 //! the host: user and password.
 
 use berth_sdk::prelude::*;
-use berth_sdk::storage::{self, Protocol, RemoteSettings};
+use berth_sdk::storage::Protocol;
 use berth_sdk::{StorageTarget, TargetSettings};
 
 struct FtpBackend;
@@ -21,17 +21,7 @@ impl Plugin for FtpBackend {
 impl StorageBackend for FtpBackend {
     fn open(target: &str) -> Result<StorageTarget, Error> {
         let settings = TargetSettings::read(target)?;
-        let protocol = Protocol::Ftp(RemoteSettings {
-            host: settings.required("host")?.to_string(),
-            port: settings.port(21)?,
-            directory: settings.get("directory").unwrap_or("").to_string(),
-        });
-        let connection = storage::connect(target, &protocol)?;
-        Ok(StorageTarget::new(
-            target,
-            connection,
-            settings.get("prefix").unwrap_or(""),
-        ))
+        settings.connect(&Protocol::Ftp(settings.remote(21)?))
     }
 }
 

@@ -13,7 +13,7 @@
 //! are the target's secrets, applied by the host.
 
 use berth_sdk::prelude::*;
-use berth_sdk::storage::{self, Protocol, S3Settings};
+use berth_sdk::storage::{Protocol, S3Settings};
 use berth_sdk::{StorageTarget, TargetSettings};
 
 struct S3;
@@ -80,13 +80,7 @@ fn s3_settings(settings: &TargetSettings) -> Result<S3Settings, Error> {
 impl StorageBackend for S3 {
     fn open(target: &str) -> Result<StorageTarget, Error> {
         let settings = TargetSettings::read(target)?;
-        let protocol = Protocol::S3(s3_settings(&settings)?);
-        let connection = storage::connect(target, &protocol)?;
-        Ok(StorageTarget::new(
-            target,
-            connection,
-            settings.get("prefix").unwrap_or(""),
-        ))
+        settings.connect(&Protocol::S3(s3_settings(&settings)?))
     }
 }
 

@@ -6,7 +6,7 @@
 //! contact.
 
 use berth_sdk::prelude::*;
-use berth_sdk::storage::{self, Protocol, RemoteSettings};
+use berth_sdk::storage::Protocol;
 use berth_sdk::{StorageTarget, TargetSettings};
 
 struct SftpBackend;
@@ -22,17 +22,7 @@ impl Plugin for SftpBackend {
 impl StorageBackend for SftpBackend {
     fn open(target: &str) -> Result<StorageTarget, Error> {
         let settings = TargetSettings::read(target)?;
-        let protocol = Protocol::Sftp(RemoteSettings {
-            host: settings.required("host")?.to_string(),
-            port: settings.port(22)?,
-            directory: settings.get("directory").unwrap_or("").to_string(),
-        });
-        let connection = storage::connect(target, &protocol)?;
-        Ok(StorageTarget::new(
-            target,
-            connection,
-            settings.get("prefix").unwrap_or(""),
-        ))
+        settings.connect(&Protocol::Sftp(settings.remote(22)?))
     }
 }
 
