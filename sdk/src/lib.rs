@@ -4,7 +4,7 @@
 //! is) and one role trait ([`Hook`], [`Lifecycle`]), then exports itself with
 //! [`export!`]. Everything it may do outside its sandbox goes through the host interfaces
 //! re-exported here ([`files`], [`blobs`], [`secrets`], [`config`], [`ssh`], [`docker`],
-//! [`database`], [`storage`], [`git`], [`operation`]), each checked against the plugin's grants by the host.
+//! [`database`], [`storage`], [`targets`], [`archive`], [`git`], [`operation`]), each checked against the plugin's grants by the host.
 //!
 //! A complete hook plugin in twenty lines is `examples/hello-hook/src/lib.rs`.
 
@@ -28,7 +28,7 @@ pub use bindings::berth::plugin::types::{
     Role, RunInfo, Server, Stage, StepContext, StepOutcome, Verdict,
 };
 pub use bindings::berth::plugin::{
-    blobs, config, database, docker, files, git, operation, secrets, ssh, storage,
+    archive, blobs, config, database, docker, files, git, operation, secrets, ssh, storage, targets,
 };
 
 /// What every plugin says about itself.

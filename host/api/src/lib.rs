@@ -10,6 +10,7 @@
 //! requests are refused, not queued, so a caller always knows which run its request became.
 
 pub mod auth;
+mod backups;
 pub mod error;
 mod routes;
 pub mod webhooks;

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use berth_engine::Engine;
 use berth_state::{NewEnvironment, NewGrant, NewRepository, NewServer, RepositoryLevel};
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Org;
+use crate::backups;
 use crate::error::{ApiError, ApiResult};
 
 type Shared = State<Arc<Engine>>;
@@ -40,6 +41,23 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         .route("/v1/environments/{id}", get(get_environment))
         .route("/v1/environments/{id}/deploy", post(deploy))
         .route("/v1/environments/{id}/runs", get(list_runs))
+        .route(
+            "/v1/environments/{id}/backups",
+            post(backups::create_backup).get(backups::list_backups),
+        )
+        .route("/v1/environments/{id}/restore", post(backups::restore))
+        .route(
+            "/v1/environments/{id}/backup-policy",
+            put(backups::set_policy),
+        )
+        .route(
+            "/v1/environments/{id}/protected",
+            put(backups::set_protected),
+        )
+        .route(
+            "/v1/storage-targets",
+            post(backups::create_target).get(backups::list_targets),
+        )
         .route(
             "/v1/repositories",
             post(add_repository).get(list_repositories),

@@ -254,6 +254,7 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         mirrors: None,
         context: None,
         storage: None,
+        targets: None,
     };
 
     let outcome = plugin.handle(&runtime, &invocation, &event).await;

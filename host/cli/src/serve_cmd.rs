@@ -89,6 +89,8 @@ async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
         .map(|p| p.description().label())
         .collect();
     eprintln!("plugins: {}", names.join(", "));
+    // Scheduled backups: every policy that is due starts its backup run.
+    let _scheduler = berth_engine::backups::scheduler(&engine, std::time::Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -12,6 +12,7 @@
 //! - [`context`]: what a run lends its plugins (settings, repositories, facts, sinks into the state);
 //! - [`run`]: the step loop.
 
+pub mod backups;
 pub mod context;
 pub mod plugins;
 pub mod run;
@@ -29,10 +30,12 @@ use tokio::sync::{Notify, broadcast};
 pub use plugins::Plugins;
 
 /// Which lifecycle plugin performs each operation by default.
-pub const OPERATIONS: [(&str, &str); 3] = [
+pub const OPERATIONS: [(&str, &str); 5] = [
     ("first-deploy", "deploy"),
     ("redeploy", "deploy"),
     ("auto-deploy", "auto-deploy"),
+    ("backup", "backup"),
+    ("restore", "restore"),
 ];
 
 /// Images used when an environment names none: the official ones, by version.
@@ -133,6 +136,18 @@ impl Engine {
         trigger: &str,
         inputs: serde_json::Value,
     ) -> Result<Run, EngineError> {
+        self.start_with(org_id, env_id, operation, trigger, |_| inputs)
+    }
+
+    /// [`Engine::start`], with inputs that may name the run (a backup's key does).
+    pub(crate) fn start_with(
+        self: &Arc<Self>,
+        org_id: i64,
+        env_id: i64,
+        operation: &str,
+        trigger: &str,
+        inputs: impl FnOnce(i64) -> serde_json::Value,
+    ) -> Result<Run, EngineError> {
         if Self::lifecycle_for(operation).is_none() {
             return Err(EngineError::Invalid(format!(
                 "unknown operation {operation:?}"
@@ -152,6 +167,7 @@ impl Engine {
         );
         let engine = self.clone();
         let run_id = run.id;
+        let inputs = inputs(run_id);
         tokio::spawn(async move {
             // The run in its own task, so that even a panic (a bug) ends the run as failed instead
             // of leaving the environment busy forever.

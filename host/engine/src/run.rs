@@ -221,6 +221,20 @@ async fn steps(
             Some(format!("cannot record the deployed commits: {e}")),
         );
     }
+    if operation == "backup" {
+        let facts = prepared.context.facts_value();
+        let recorded = engine
+            .store
+            .run_by_id(run_id)
+            .map_err(|e| e.to_string())
+            .and_then(|run| crate::backups::record(engine, &run, &facts));
+        if let Err(e) = recorded {
+            return (
+                RunStatus::Failed,
+                Some(format!("cannot record the backup: {e}")),
+            );
+        }
+    }
     (RunStatus::Succeeded, None)
 }
 
@@ -430,6 +444,12 @@ fn prepare(
         mirrors: Some(engine.mirrors.clone()),
         context: Some(context.clone()),
         storage: None,
+        targets: None,
+    };
+    let targets = crate::backups::targets_for(engine, env.organization_id, &invocation)?;
+    let invocation = Invocation {
+        targets: Some(Arc::new(targets)),
+        ..invocation
     };
     Ok(Prepared {
         invocation,

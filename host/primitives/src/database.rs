@@ -11,13 +11,12 @@
 //!   its server), their bytes streamed over SSH chunk by chunk: a dump of any size never sits in
 //!   memory.
 
-use std::io::Read;
 use std::sync::Arc;
 
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::docker::{DockerError, EnvDocker};
-use crate::ssh::{SshPool, Stream, Target};
+use crate::ssh::{SshPool, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -83,6 +82,7 @@ pub enum DumpFormat {
     Plain,
 }
 
+#[derive(Clone)]
 pub struct EnvDatabase {
     pool: Arc<SshPool>,
     target: Target,
@@ -319,7 +319,7 @@ impl EnvDatabase {
         &self,
         db: &str,
         format: DumpFormat,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+        sink: crate::Sink<'_>,
     ) -> Result<u64, DbError> {
         self.check_name(db)?;
         let format_arg = match format {
@@ -337,27 +337,23 @@ impl EnvDatabase {
         ]
         .map(String::from)
         .to_vec();
-        let (mut total, mut failed) = (0u64, None);
+        let mut counted = Counted {
+            inner: sink,
+            count: 0,
+        };
         let output = self
             .docker
-            .exec_with_input(
+            .exec_io(
                 &self.access.container,
                 &argv,
                 Some("postgres"),
                 None,
-                &mut |stream, data| {
-                    if stream == Stream::Stdout && failed.is_none() {
-                        match sink(data) {
-                            Ok(()) => total += data.len() as u64,
-                            Err(e) => failed = Some(e),
-                        }
-                    }
-                },
+                Some(&mut counted),
+                &mut |_, _| {},
             )
-            .await?;
-        if let Some(e) = failed {
-            return Err(DbError::Failed(format!("storing the dump of {db}: {e}")));
-        }
+            .await
+            .map_err(|e| DbError::Failed(format!("dump of {db}: {e}")))?;
+        let total = counted.count;
         if output.status != 0 {
             return Err(DbError::Failed(format!(
                 "pg_dump of {db} exited with {}: {}",
@@ -368,16 +364,42 @@ impl EnvDatabase {
         Ok(total)
     }
 
-    /// Restores `data` into the existing database `db`.
+    /// Restores `data` into the existing database `db`, as the database's owner: what the dump
+    /// creates belongs to the role that owns the database (Odoo's role), as Odoo's own restore
+    /// would have it, whatever role Berth connects as.
     pub async fn restore(
         &self,
         db: &str,
         format: DumpFormat,
-        data: &mut (dyn Read + Send),
+        data: crate::Source<'_>,
     ) -> Result<(), DbError> {
         self.check_name(db)?;
         let user = self.access.user.clone();
-        let argv: Vec<String> = match format {
+        let (_, owner) = self
+            .query(
+                db,
+                "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+                &[Value::Text(db.to_string())],
+            )
+            .await?;
+        let owner = match owner.first().and_then(|row| row.first()) {
+            Some(Value::Text(owner)) => owner.clone(),
+            _ => return Err(DbError::NotFound(format!("database {db:?}"))),
+        };
+        let mut argv: Vec<String> = Vec::new();
+        if owner != user {
+            // Only `[a-z0-9_-]` names are owners Berth creates; anything else is not passed on.
+            if !owner
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            {
+                return Err(DbError::Invalid(format!(
+                    "database {db:?} is owned by {owner:?}, not a role Berth restores as"
+                )));
+            }
+            argv.extend(["env".into(), format!("PGOPTIONS=-c role={owner}")]);
+        }
+        argv.extend(match format {
             DumpFormat::Custom => vec![
                 "pg_restore".into(),
                 "--no-owner".into(),
@@ -397,14 +419,15 @@ impl EnvDatabase {
                 "-d".into(),
                 db.into(),
             ],
-        };
+        });
         let output = self
             .docker
-            .exec_with_input(
+            .exec_io(
                 &self.access.container,
                 &argv,
                 Some("postgres"),
                 Some(data),
+                None,
                 &mut |_, _| {},
             )
             .await?;
@@ -416,6 +439,40 @@ impl EnvDatabase {
             )));
         }
         Ok(())
+    }
+}
+
+/// Counts what passes through to the sink it wraps.
+struct Counted<'a> {
+    inner: crate::Sink<'a>,
+    count: u64,
+}
+
+impl tokio::io::AsyncWrite for Counted<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.count += n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 

@@ -22,12 +22,12 @@ use bollard::models::{
     PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, RestartContainerOptions, StartContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
+    InspectContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    RestartContainerOptions, StartContainerOptions, StopContainerOptions,
 };
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::ssh::{Output, SshPool, Stream, TAIL, Target};
 
@@ -201,6 +201,7 @@ fn inside(root: &str, path: &str) -> bool {
 }
 
 /// Docker, fenced to one environment.
+#[derive(Clone)]
 pub struct EnvDocker {
     docker: Docker,
     scope: Scope,
@@ -558,6 +559,40 @@ impl EnvDocker {
         Ok(out)
     }
 
+    /// Streams `path` inside one of the environment's containers into `sink` as a tar archive
+    /// (Docker's archive API: the path's last component is the archive's top folder). Works on a
+    /// stopped container too, and needs no `tar` on the server. Returns the bytes written.
+    pub async fn archive(
+        &self,
+        name: &str,
+        path: &str,
+        sink: crate::Sink<'_>,
+    ) -> Result<u64, DockerError> {
+        if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+            return Err(DockerError::Invalid(format!(
+                "{path:?} must be an absolute path without '..'"
+            )));
+        }
+        let full = self.resolve(name).await?;
+        let what = format!("archive of {path} in {name}");
+        let options = DownloadFromContainerOptions {
+            path: path.to_string(),
+        };
+        let mut stream = self.docker.download_from_container(&full, Some(options));
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| failed(&what, e))?;
+            sink.write_all(&chunk)
+                .await
+                .map_err(|e| DockerError::Failed(format!("{what}: passing it on: {e}")))?;
+            total += chunk.len() as u64;
+        }
+        sink.flush()
+            .await
+            .map_err(|e| DockerError::Failed(format!("{what}: passing it on: {e}")))?;
+        Ok(total)
+    }
+
     /// The last `tail` lines of a container's output, at most [`TAIL`] bytes.
     pub async fn logs(&self, name: &str, tail: u32) -> Result<String, DockerError> {
         let full = self.resolve(name).await?;
@@ -587,17 +622,19 @@ impl EnvDocker {
         user: Option<&str>,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, DockerError> {
-        self.exec_with_input(name, argv, user, None, sink).await
+        self.exec_io(name, argv, user, None, None, sink).await
     }
 
     /// Runs `argv` in a container, feeding it `stdin` (streamed, in chunks) while its output is
-    /// streamed into `sink`.
-    pub async fn exec_with_input(
+    /// streamed into `sink`. With `stdout`, standard output is piped there instead (awaited, so a
+    /// slow consumer holds the command back) and not kept in the returned tail.
+    pub async fn exec_io(
         &self,
         name: &str,
         argv: &[String],
         user: Option<&str>,
-        stdin: Option<&mut (dyn std::io::Read + Send)>,
+        stdin: Option<crate::Source<'_>>,
+        mut stdout_pipe: Option<crate::Sink<'_>>,
         sink: &mut (dyn FnMut(Stream, &[u8]) + Send),
     ) -> Result<Output, DockerError> {
         if argv.is_empty() {
@@ -632,7 +669,7 @@ impl EnvDocker {
                 if let Some(stdin) = stdin {
                     let mut chunk = vec![0u8; 256 << 10];
                     loop {
-                        let n = stdin.read(&mut chunk)?;
+                        let n = stdin.read(&mut chunk).await?;
                         if n == 0 {
                             break;
                         }
@@ -650,11 +687,24 @@ impl EnvDocker {
                         }
                         LogOutput::StdIn { .. } => continue,
                     };
+                    if stream == Stream::Stdout
+                        && let Some(pipe) = stdout_pipe.as_mut()
+                    {
+                        pipe.write_all(&data).await.map_err(|e| {
+                            DockerError::Failed(format!("{what}: passing its output on: {e}"))
+                        })?;
+                        continue;
+                    }
                     sink(stream, &data);
                     buf.extend_from_slice(&data);
                     if buf.len() > TAIL {
                         buf.drain(..buf.len() - TAIL);
                     }
+                }
+                if let Some(pipe) = stdout_pipe.as_mut() {
+                    pipe.flush().await.map_err(|e| {
+                        DockerError::Failed(format!("{what}: passing its output on: {e}"))
+                    })?;
                 }
                 Ok::<(), DockerError>(())
             };

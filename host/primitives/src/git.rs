@@ -270,7 +270,8 @@ impl Mirrors {
             Ok(())
         };
         run(&["mkdir", "-p", parent]).await?;
-        pool.upload(target, spool, &archive, 0o600)
+        let mut spool = tokio::fs::File::from_std(spool);
+        pool.upload(target, &mut spool, &archive, 0o600)
             .await
             .map_err(ssh)?;
         run(&["rm", "-rf", &staging]).await?;

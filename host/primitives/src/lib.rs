@@ -7,3 +7,10 @@ pub mod git;
 pub mod odoo_zip;
 pub mod ssh;
 pub mod storage;
+
+/// What a transfer reads from: a blob, a download in flight, a stream still being produced.
+/// Every bulk transfer is async end to end, so a slow reader holds its writer back (bounded
+/// buffers, no spooling) and no executor thread ever blocks on I/O.
+pub type Source<'a> = &'a mut (dyn tokio::io::AsyncRead + Unpin + Send);
+/// What a transfer writes into.
+pub type Sink<'a> = &'a mut (dyn tokio::io::AsyncWrite + Unpin + Send);

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -673,7 +672,7 @@ impl SshPool {
     pub async fn upload(
         &self,
         target: &Target,
-        mut data: impl Read + Send,
+        data: crate::Source<'_>,
         path: &str,
         mode: u32,
     ) -> Result<u64, SshError> {
@@ -689,6 +688,7 @@ impl SshPool {
         loop {
             let n = data
                 .read(&mut chunk)
+                .await
                 .map_err(|e| failed(format!("reading the data: {e}")))?;
             if n == 0 {
                 break;
@@ -707,12 +707,23 @@ impl SshPool {
         Ok(total)
     }
 
+    /// The size of the file at `path` on `target` (an error naming it when it does not exist).
+    pub async fn stat(&self, target: &Target, path: &str) -> Result<u64, SshError> {
+        let sftp = self.sftp_session(target).await?;
+        let meta = sftp.metadata(path).await.map_err(|e| SshError::Remote {
+            server: target.to_string(),
+            what: format!("lookup of {path}"),
+            reason: e.to_string(),
+        })?;
+        Ok(meta.size.unwrap_or(0))
+    }
+
     /// Streams the file at `path` on `target` into `sink`, chunk by chunk.
     pub async fn download(
         &self,
         target: &Target,
         path: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+        sink: crate::Sink<'_>,
     ) -> Result<u64, SshError> {
         let sftp = self.sftp_session(target).await?;
         let failed = |reason: String| SshError::Remote {
@@ -729,9 +740,14 @@ impl SshPool {
                 .await
                 .map_err(|e| failed(e.to_string()))?;
             if n == 0 {
+                sink.flush()
+                    .await
+                    .map_err(|e| failed(format!("storing the data: {e}")))?;
                 return Ok(total);
             }
-            sink(&chunk[..n]).map_err(|e| failed(format!("storing the data: {e}")))?;
+            sink.write_all(&chunk[..n])
+                .await
+                .map_err(|e| failed(format!("storing the data: {e}")))?;
             total += n as u64;
         }
     }

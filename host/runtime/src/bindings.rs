@@ -15,7 +15,6 @@ mod base {
         imports: { default: async | trappable },
         exports: { default: async },
         trappable_error_type: { "berth:plugin/types.error" => crate::state::Fault },
-        additional_derives: [PartialEq],
         with: {
             "berth:plugin/blobs.blob": crate::primitives::blobs::Blob,
             "berth:plugin/storage.connection": crate::primitives::storage::Connection,
@@ -45,6 +44,8 @@ macro_rules! role_world {
                     "berth:plugin/storage": super::storage,
                     "berth:plugin/git": super::git,
                     "berth:plugin/operation": super::operation,
+                    "berth:plugin/targets": super::targets,
+                    "berth:plugin/archive": super::archive,
                 },
             });
         }
@@ -54,7 +55,8 @@ macro_rules! role_world {
 pub use base::PluginBase;
 pub use base::PluginBasePre;
 pub use base::berth::plugin::{
-    blobs, config, database, docker, files, git, log, operation, secrets, ssh, storage, types,
+    archive, blobs, config, database, docker, files, git, log, operation, secrets, ssh, storage,
+    targets, types,
 };
 
 role_world!(hook, "berth:plugin/hook");

@@ -31,10 +31,11 @@ enum Kind {
     DatabaseDump,
     Storage,
     Git,
+    Targets,
 }
 
 impl Kind {
-    const ALL: [(Kind, &'static str); 11] = [
+    const ALL: [(Kind, &'static str); 12] = [
         (Kind::Files, "files"),
         (Kind::Secret, "secret"),
         (Kind::SshExec, "ssh.exec"),
@@ -46,6 +47,7 @@ impl Kind {
         (Kind::DatabaseDump, "database.dump"),
         (Kind::Storage, "storage"),
         (Kind::Git, "git"),
+        (Kind::Targets, "targets"),
     ];
 
     fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Capability {
     pub const DATABASE_DUMP: Capability = Capability::plain(Kind::DatabaseDump);
     pub const STORAGE: Capability = Capability::plain(Kind::Storage);
     pub const GIT: Capability = Capability::plain(Kind::Git);
+    pub const TARGETS: Capability = Capability::plain(Kind::Targets);
 
     const fn plain(kind: Kind) -> Self {
         Capability { kind, target: None }

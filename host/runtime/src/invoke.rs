@@ -48,6 +48,8 @@ pub struct Invocation {
     pub context: Option<Arc<dyn RunContext>>,
     /// The storage targets the run may use; `storage` calls fail without them.
     pub storage: Option<Arc<StorageTargets>>,
+    /// The storage targets the run reaches through their backend plugins (`targets` calls).
+    pub targets: Option<Arc<crate::primitives::targets::Targets>>,
 }
 
 /// The control plane's SSH pool, the address of the run environment's server, and how to reach
@@ -130,6 +132,7 @@ pub(crate) fn new_store(
         mirrors: invocation.mirrors.clone(),
         context: invocation.context.clone(),
         storage: invocation.storage.clone(),
+        targets: invocation.targets.clone(),
     };
     let mut store = Store::new(
         runtime.engine(),

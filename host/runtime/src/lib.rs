@@ -43,6 +43,7 @@ pub use limits::Limits;
 pub use plugin::{Description, Plugin, PluginError};
 pub use primitives::operation::RunContext;
 pub use primitives::storage::{StorageTarget, StorageTargets};
+pub use primitives::targets::{TargetBackend, Targets};
 pub use registry::Registry;
 pub use runlog::{LogSink, MemoryLog, RunEvent};
 pub use settings::Settings;

@@ -169,6 +169,7 @@ impl Runtime {
             mirrors: None,
             context: None,
             storage: None,
+            targets: None,
             limits: crate::limits::Limits {
                 deadline: std::time::Duration::from_secs(5),
                 ..Default::default()

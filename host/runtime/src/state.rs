@@ -129,6 +129,7 @@ pub struct RunState {
     pub(crate) mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
     pub(crate) context: Option<Arc<dyn RunContext>>,
     pub(crate) storage: Option<Arc<StorageTargets>>,
+    pub(crate) targets: Option<Arc<crate::primitives::targets::Targets>>,
     /// Time spent inside host calls, and when the current one began.
     pub(crate) host_time: std::time::Duration,
     pub(crate) host_entered: Option<std::time::Instant>,
@@ -148,6 +149,7 @@ pub(crate) struct StateParts {
     pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
     pub context: Option<Arc<dyn RunContext>>,
     pub storage: Option<Arc<StorageTargets>>,
+    pub targets: Option<Arc<crate::primitives::targets::Targets>>,
 }
 
 impl RunState {
@@ -188,6 +190,7 @@ impl RunState {
             mirrors: parts.mirrors,
             context: parts.context,
             storage: parts.storage,
+            targets: parts.targets,
             host_time: std::time::Duration::ZERO,
             host_entered: None,
             limits,

@@ -47,6 +47,8 @@ pub struct Environment {
     /// Whether a deploy has succeeded once (later operations may assume it exists).
     pub deployed: bool,
     pub created_at: i64,
+    /// Replacing its data (a restore) requires typing its name back.
+    pub protected: bool,
 }
 
 /// What [`Store::create_environment`] needs; JSON input may leave out every defaulted field.
@@ -77,6 +79,10 @@ pub struct NewEnvironment {
     pub postgres_image: Option<String>,
     #[serde(default = "default_http_port")]
     pub http_port: u16,
+    /// Whether a restore must be confirmed by typing the environment's name; by default, only
+    /// production environments are.
+    #[serde(default)]
+    pub protected: Option<bool>,
 }
 
 fn default_stage() -> String {
@@ -116,6 +122,7 @@ impl NewEnvironment {
             odoo_image: None,
             postgres_image: None,
             http_port: default_http_port(),
+            protected: None,
         }
     }
 
@@ -148,7 +155,8 @@ impl NewEnvironment {
 impl Record for Environment {
     const SELECT: &'static str = "id, organization_id, project_id, name, stage, odoo_version, \
         branch, server_id, dev_mode, auto_deploy, domain, cpus, memory_mb, workers, odoo_image, \
-        postgres_image, http_port, webhook_secret, deployed, created_at FROM environments";
+        postgres_image, http_port, webhook_secret, deployed, created_at, protected \
+        FROM environments";
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Environment {
             id: row.get(0)?,
@@ -171,6 +179,7 @@ impl Record for Environment {
             webhook_secret: row.get(17)?,
             deployed: row.get(18)?,
             created_at: row.get(19)?,
+            protected: row.get(20)?,
         })
     }
 }
@@ -191,9 +200,9 @@ impl Store {
             conn.execute(
                 "INSERT INTO environments (organization_id, project_id, name, stage, odoo_version,
                      branch, server_id, dev_mode, auto_deploy, domain, cpus, memory_mb, workers,
-                     odoo_image, postgres_image, http_port, webhook_secret, created_at)
+                     odoo_image, postgres_image, http_port, webhook_secret, created_at, protected)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18)",
+                     ?17, ?18, ?19)",
                 params![
                     org_id,
                     project_id,
@@ -213,10 +222,22 @@ impl Store {
                     new.http_port,
                     random_hex(32),
                     now_ms(),
+                    new.protected.unwrap_or(new.stage == "production"),
                 ],
             )
             .unique(|| format!("environment {:?} in project {project_id}", new.name))?;
             environment_row(conn, conn.last_insert_rowid())
+        })
+    }
+
+    /// Marks an environment protected (a restore needs its name typed back) or not.
+    pub fn set_protected(&self, org_id: i64, id: i64, protected: bool) -> Result<()> {
+        self.write(|conn| {
+            let changed = conn.execute(
+                "UPDATE environments SET protected = ?1 WHERE id = ?2 AND organization_id = ?3",
+                params![protected, id, org_id],
+            )?;
+            crate::touched(changed, || format!("environment {id}"))
         })
     }
 

@@ -13,6 +13,7 @@
 //! inside one transaction; `PRAGMA user_version` records how many have been applied. Times are
 //! Unix milliseconds. Public types are plain serde structs: the HTTP API returns them as JSON.
 
+mod backups;
 mod environments;
 mod events;
 mod orgs;
@@ -20,6 +21,7 @@ mod plugins;
 mod repositories;
 mod runs;
 
+pub use backups::{Backup, BackupPolicy, NewBackup, NewStorageTarget, StorageTarget};
 pub use environments::{Environment, NewEnvironment, STAGES};
 pub use events::{AuditEntry, Event, EventKind, NewEvent};
 pub use orgs::{NewServer, Organization, Project, Server, TokenInfo};
@@ -36,7 +38,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, Params, Row, TransactionBehavior, ffi};
 
 /// The schema, in the order it is applied. Entry `i` brings the file to `user_version = i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_initial.sql"),
+    include_str!("../migrations/0002_backups.sql"),
+];
 
 /// How long a statement waits for another process holding the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -261,7 +266,8 @@ fn require(field: &str, value: &str) -> Result<()> {
 }
 
 /// Now, in Unix milliseconds.
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds (the state's time unit).
+pub fn now_ms() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();

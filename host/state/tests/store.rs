@@ -50,11 +50,11 @@ fn migrations_apply_on_a_fresh_file_and_reopening_is_idempotent() {
     let path = dir.path().join("state.db");
     let org_id = {
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 1);
+        assert_eq!(store.schema_version().unwrap(), 2);
         store.create_organization("acme").unwrap().id
     };
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 1);
+    assert_eq!(store.schema_version().unwrap(), 2);
     assert_eq!(store.organization(org_id).unwrap().name, "acme");
     drop(store);
     Store::open(&path).unwrap();
@@ -661,6 +661,30 @@ fn types_serialise_as_the_api_returns_them() {
     assert_eq!("running".parse::<RunStatus>().unwrap(), RunStatus::Running);
     assert!(matches!(
         "sleeping".parse::<RunStatus>(),
+        Err(StateError::Invalid(_))
+    ));
+}
+
+#[test]
+fn storage_targets_keep_their_secret_and_backups_are_listed_newest_first() {
+    let store = Store::memory().unwrap();
+    let org = store.create_organization("acme").unwrap().id;
+    let target = store
+        .create_storage_target(
+            org,
+            serde_json::from_value(serde_json::json!({
+                "name": "offsite", "backend": "s3", "user": "AKIA",
+                "secret": "s3cr3t", "settings": {"provider": "r2", "bucket": "b"}
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+    let shown = serde_json::to_string(&store.storage_targets(org).unwrap()).unwrap();
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert_eq!(store.storage_target_secret(target.id).unwrap(), "s3cr3t");
+    let bad = serde_json::json!({"name": "x", "backend": "dropbox", "user": "u", "secret": "s"});
+    assert!(matches!(
+        store.create_storage_target(org, serde_json::from_value(bad).unwrap()),
         Err(StateError::Invalid(_))
     ));
 }

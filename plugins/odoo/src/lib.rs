@@ -6,8 +6,10 @@
 //! tested natively. The steps ([`steps`]) are the seed's steps, one function each, named as the
 //! seed names them; every one checks before it acts, so running it again is safe.
 
+pub mod backup;
 pub mod conf;
 pub mod deps;
+pub mod restore;
 pub mod steps;
 pub mod tuning;
 

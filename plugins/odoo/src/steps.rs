@@ -43,7 +43,7 @@ impl Run {
     }
 
     /// The environment's database (and Odoo's role): named after the environment.
-    fn database(&self) -> &str {
+    pub(crate) fn database(&self) -> &str {
         &self.environment.name
     }
 
@@ -51,19 +51,42 @@ impl Run {
         format!("{}/code", self.settings.directory)
     }
 
-    fn path(&self, file: &str) -> String {
+    pub(crate) fn path(&self, file: &str) -> String {
         format!("{}/{file}", self.settings.directory)
     }
 }
 
-type Outcome = Result<StepOutcome, Error>;
+/// The run's inputs (what the engine or the API asked of it), and a text input the run needs.
+pub(crate) struct Inputs(serde_json::Value);
 
-fn done(summary: impl Into<String>) -> Outcome {
+impl Inputs {
+    pub(crate) fn load() -> Result<Self, Error> {
+        serde_json::from_str(&operation::inputs()?)
+            .map(Inputs)
+            .map_err(|e| Error::invalid(format!("the run's inputs: {e}")))
+    }
+
+    pub(crate) fn text(&self, key: &str) -> Result<String, Error> {
+        self.0
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| Error::invalid(format!("the run has no {key:?} input")))
+    }
+
+    pub(crate) fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+pub(crate) type Outcome = Result<StepOutcome, Error>;
+
+pub(crate) fn done(summary: impl Into<String>) -> Outcome {
     Ok(StepOutcome::Done(Some(summary.into())))
 }
 
 /// Runs `argv` on the server; a non-zero exit is a failure carrying the command's stderr.
-fn exec(argv: &[&str]) -> Result<ssh::ExecResult, Error> {
+pub(crate) fn exec(argv: &[&str]) -> Result<ssh::ExecResult, Error> {
     let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
     let options = ssh::ExecOptions {
         cwd: None,
@@ -83,7 +106,11 @@ fn exec(argv: &[&str]) -> Result<ssh::ExecResult, Error> {
 }
 
 /// Runs `argv` in one of the environment's containers; a non-zero exit is a failure.
-fn container_exec(container: &str, argv: &[&str], user: Option<&str>) -> Result<String, Error> {
+pub(crate) fn container_exec(
+    container: &str,
+    argv: &[&str],
+    user: Option<&str>,
+) -> Result<String, Error> {
     let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
     let result = docker::exec(container, &argv, user)?;
     if result.status != 0 {
@@ -151,7 +178,7 @@ fn service(
     }
 }
 
-fn inspect(name: &str) -> Result<Option<docker::ContainerInfo>, Error> {
+pub(crate) fn inspect(name: &str) -> Result<Option<docker::ContainerInfo>, Error> {
     match docker::inspect(name) {
         Ok(info) => Ok(Some(info)),
         Err(Error::NotFound(_)) => Ok(None),

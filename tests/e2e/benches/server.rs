@@ -5,7 +5,6 @@
 //!
 //! Run: `./dev bench`.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use berth_e2e::server::{Env, start_postgres};
@@ -89,16 +88,17 @@ async fn bench() {
 
     let rss_before = peak_rss_mib();
     let dir = tempfile::tempdir().unwrap();
-    let mut file =
-        std::io::BufWriter::new(std::fs::File::create(dir.path().join("dump.sql")).unwrap());
+    let mut file = tokio::io::BufWriter::new(
+        tokio::fs::File::create(dir.path().join("dump.sql"))
+            .await
+            .unwrap(),
+    );
     let started = Instant::now();
     let bytes = db
-        .dump(&env.name, DumpFormat::Plain, &mut |chunk| {
-            file.write_all(chunk)
-        })
+        .dump(&env.name, DumpFormat::Plain, &mut file)
         .await
         .unwrap();
-    file.flush().unwrap();
+    tokio::io::AsyncWriteExt::flush(&mut file).await.unwrap();
     let elapsed = started.elapsed();
     println!(
         "plain dump to a file                {:.2} GiB in {elapsed:.2?} = {:.0} MiB/s; host peak RSS {rss_before:.0} MiB before, {:.0} MiB after",

@@ -86,6 +86,7 @@ impl Harness {
             mirrors: None,
             context: None,
             storage: None,
+            targets: None,
         };
         Harness {
             invocation,

@@ -55,7 +55,7 @@ async fn the_example_loads_runs_logs_and_continues() {
     let verdict = plugin
         .handle(&rt, &h.invocation, &h.event("before:health-check", "{}"))
         .await;
-    assert_eq!(verdict.unwrap(), Verdict::Continue);
+    assert!(matches!(verdict.unwrap(), Verdict::Continue));
     assert_eq!(
         h.log.messages(),
         ["hello from staging (before:health-check)"]
@@ -122,7 +122,7 @@ async fn a_plugin_loaded_twice_from_the_cache_is_not_recompiled_and_answers_the_
             .unwrap();
         answers.push((verdict, h.log.messages()));
     }
-    assert_eq!(answers[0], answers[1]);
+    assert_eq!(format!("{:?}", answers[0]), format!("{:?}", answers[1]));
     assert_eq!(
         std::fs::read_dir(cache.path()).unwrap().count(),
         1,
@@ -155,13 +155,13 @@ async fn an_infinite_loop_is_stopped_at_the_deadline_and_the_host_carries_on() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert_eq!(fine.unwrap(), Verdict::Continue);
+    assert!(matches!(fine.unwrap(), Verdict::Continue));
     // The same loaded plugin still serves new invocations.
     let again = Harness::new("staging", "misbehave", &[]);
     let ok = plugin
         .handle(&rt, &again.invocation, &again.event("on-failure", "{}"))
         .await;
-    assert_eq!(ok.unwrap(), Verdict::Continue);
+    assert!(matches!(ok.unwrap(), Verdict::Continue));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,7 +225,7 @@ async fn an_ungranted_import_gets_denied_and_is_audited() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_granted_workspace_is_usable_and_nothing_outside_it_is() {
     let (outcome, h) = misbehave("before:touch-files", &["files"], |_| {}).await;
-    assert_eq!(outcome.unwrap(), Verdict::Continue);
+    assert!(matches!(outcome.unwrap(), Verdict::Continue));
     let written = std::fs::read_to_string(h.workspace.path().join("notes/hello.txt")).unwrap();
     assert_eq!(written, "written by misbehave");
     let messages = h.log.messages();
@@ -266,7 +266,7 @@ async fn secrets_need_their_own_grant_and_never_reach_the_log() {
             std::sync::Arc::new(toml_settings("[secrets]\ntoken = \"hunter22\"\n"));
     })
     .await;
-    assert_eq!(allowed.unwrap(), Verdict::Continue);
+    assert!(matches!(allowed.unwrap(), Verdict::Continue));
     assert_eq!(h.log.messages(), ["the token has 8 characters"]);
     let records = h.audit.records();
     assert_eq!(records.len(), 1);

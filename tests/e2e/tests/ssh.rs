@@ -202,7 +202,12 @@ async fn files_travel_both_ways_over_sftp_as_streams() {
         .collect();
     let path = format!("/tmp/berth-sftp-{}", std::process::id());
     let sent = pool
-        .upload(&server, std::io::Cursor::new(data.clone()), &path, 0o640)
+        .upload(
+            &server,
+            &mut std::io::Cursor::new(data.clone()),
+            &path,
+            0o640,
+        )
         .await
         .unwrap();
     assert_eq!(sent, data.len() as u64);
@@ -211,16 +216,10 @@ async fn files_travel_both_ways_over_sftp_as_streams() {
         .unwrap();
     assert_eq!(mode, format!("640 {}\n", data.len()));
     let mut back = Vec::new();
-    let received = pool
-        .download(&server, &path, &mut |chunk| {
-            back.extend_from_slice(chunk);
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let received = pool.download(&server, &path, &mut back).await.unwrap();
     assert_eq!((received, back == data), (data.len() as u64, true));
     let missing = pool
-        .download(&server, "/nonexistent/file", &mut |_| Ok(()))
+        .download(&server, "/nonexistent/file", &mut tokio::io::sink())
         .await
         .unwrap_err();
     assert!(

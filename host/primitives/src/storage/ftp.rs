@@ -1,14 +1,13 @@
 //! FTP through suppaftp's tokio client: one logged-in control connection per [`Ftp`], passive
-//! data connections, binary transfers streamed in chunks.
-
-use std::io::Read;
+//! data connections, binary transfers streamed in chunks. An upload goes to `<key>.part` and is
+//! renamed when complete, so a broken transfer never looks like an object.
 
 use suppaftp::tokio::AsyncFtpStream;
 use suppaftp::types::FileType;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use super::{CHUNK, Credentials, ObjectInfo, Remote, Result, StorageError, parent};
+use super::{Credentials, ObjectInfo, Remote, Result, StorageError, copy, parent, partial};
+use crate::{Sink, Source};
 
 pub struct Ftp {
     stream: Mutex<AsyncFtpStream>,
@@ -62,7 +61,7 @@ impl Ftp {
         })
     }
 
-    pub async fn put(&self, key: &str, data: &mut (dyn Read + Send)) -> Result<ObjectInfo> {
+    pub async fn put(&self, key: &str, data: Source<'_>) -> Result<ObjectInfo> {
         let mut ftp = self.stream.lock().await;
         if let Some(dir) = parent(key) {
             let mut path = String::new();
@@ -76,64 +75,47 @@ impl Ftp {
                 let _ = ftp.mkdir(&path).await;
             }
         }
+        let part = partial(key);
         let mut upload = ftp
-            .put_with_stream(key)
+            .put_with_stream(&part)
             .await
             .map_err(|e| self.error(&format!("upload of {key}"), e))?;
-        let mut chunk = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = data
-                .read(&mut chunk)
-                .map_err(|e| StorageError::Failed(format!("reading the data for {key}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            upload
-                .write_all(&chunk[..n])
+        let copied = copy(data, &mut upload).await;
+        let finished = upload.finish().await;
+        let outcome = match (copied, finished) {
+            (Err(e), _) => Err(StorageError::Failed(format!("FTP upload of {key}: {e}"))),
+            (Ok(_), Err(e)) => Err(self.error(&format!("upload of {key}"), e)),
+            (Ok(size), Ok(())) => ftp
+                .rename(part.as_str(), key)
                 .await
-                .map_err(|e| StorageError::Failed(format!("FTP upload of {key}: {e}")))?;
-            total += n as u64;
+                .map(|()| size)
+                .map_err(|e| self.error(&format!("upload of {key}"), e)),
+        };
+        match outcome {
+            Ok(size) => Ok(ObjectInfo {
+                key: key.to_string(),
+                size,
+                modified: None,
+            }),
+            Err(e) => {
+                let _ = ftp.rm(&part).await;
+                Err(e)
+            }
         }
-        upload
-            .finish()
-            .await
-            .map_err(|e| self.error(&format!("upload of {key}"), e))?;
-        Ok(ObjectInfo {
-            key: key.to_string(),
-            size: total,
-            modified: None,
-        })
     }
 
-    pub async fn get(
-        &self,
-        key: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
-    ) -> Result<u64> {
+    pub async fn get(&self, key: &str, sink: Sink<'_>) -> Result<u64> {
         let mut ftp = self.stream.lock().await;
         let mut download = ftp
             .retr_as_stream(key)
             .await
             .map_err(|e| self.error(&format!("download of {key}"), e))?;
-        let mut chunk = vec![0u8; CHUNK];
-        let mut total = 0u64;
-        loop {
-            let n = download
-                .read(&mut chunk)
-                .await
-                .map_err(|e| StorageError::Failed(format!("FTP download of {key}: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            sink(&chunk[..n]).map_err(|e| StorageError::Failed(format!("storing {key}: {e}")))?;
-            total += n as u64;
-        }
-        download
-            .finish()
-            .await
-            .map_err(|e| self.error(&format!("download of {key}"), e))?;
-        Ok(total)
+        let copied = copy(&mut download, sink).await;
+        let finished = download.finish().await;
+        let size =
+            copied.map_err(|e| StorageError::Failed(format!("FTP download of {key}: {e}")))?;
+        finished.map_err(|e| self.error(&format!("download of {key}"), e))?;
+        Ok(size)
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {

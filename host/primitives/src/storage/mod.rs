@@ -11,8 +11,11 @@ mod ftp;
 mod s3;
 mod sftp;
 
-use std::io::Read;
 use std::path::Path;
+
+use tokio::io::AsyncReadExt;
+
+use crate::{Sink, Source};
 
 /// Bytes of one S3 multipart part (the minimum S3 accepts is 5 MiB).
 pub const PART_SIZE: usize = 8 << 20;
@@ -131,27 +134,20 @@ impl Connection {
         })
     }
 
-    /// Stores everything `data` yields (`size` bytes) under `key`.
-    pub async fn put(
-        &self,
-        key: &str,
-        data: &mut (dyn Read + Send),
-        size: u64,
-    ) -> Result<ObjectInfo> {
+    /// Stores everything `data` yields under `key`; its size need not be known (a stream's is not).
+    /// The object appears under `key` only once it is complete: S3 completes a multipart upload, FTP
+    /// and SFTP write a `.part` file and rename it. A failed upload leaves nothing behind.
+    pub async fn put(&self, key: &str, data: Source<'_>) -> Result<ObjectInfo> {
         check_key(key)?;
         match self {
-            Connection::S3(c) => c.put(key, data, size).await,
+            Connection::S3(c) => c.put(key, data).await,
             Connection::Ftp(c) => c.put(key, data).await,
             Connection::Sftp(c) => c.put(key, data).await,
         }
     }
 
     /// Streams the object `key` into `sink`; returns its size.
-    pub async fn get(
-        &self,
-        key: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
-    ) -> Result<u64> {
+    pub async fn get(&self, key: &str, sink: Sink<'_>) -> Result<u64> {
         check_key(key)?;
         match self {
             Connection::S3(c) => c.get(key, sink).await,
@@ -194,15 +190,36 @@ impl Connection {
 }
 
 /// Reads up to `buf.len()` bytes, fewer only at the end of `data`.
-fn read_full(data: &mut (dyn Read + Send), buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_full(data: Source<'_>, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
-        match data.read(&mut buf[filled..])? {
+        match data.read(&mut buf[filled..]).await? {
             0 => break,
             n => filled += n,
         }
     }
     Ok(filled)
+}
+
+/// Where an upload is written until it is complete.
+fn partial(key: &str) -> String {
+    format!("{key}.part")
+}
+
+/// Writes `data` into `sink` in chunks; returns the bytes copied. Errors say which side failed.
+async fn copy(data: Source<'_>, sink: Sink<'_>) -> std::io::Result<u64> {
+    use tokio::io::AsyncWriteExt;
+    let mut chunk = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = data.read(&mut chunk).await?;
+        if n == 0 {
+            sink.flush().await?;
+            return Ok(total);
+        }
+        sink.write_all(&chunk[..n]).await?;
+        total += n as u64;
+    }
 }
 
 /// The directory part of a key (`a/b/c` → `a/b`), if any.

@@ -2,14 +2,14 @@
 //! an explicit endpoint, region and addressing style (the backend plugin's presets choose them),
 //! multipart uploads in parts of [`PART_SIZE`], streamed downloads.
 
-use std::io::Read;
-
 use aws_sdk_s3::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::{Credentials, ObjectInfo, PART_SIZE, Result, StorageError, read_full};
+use crate::{Sink, Source};
+use tokio::io::AsyncWriteExt;
 
 pub struct S3 {
     client: aws_sdk_s3::Client,
@@ -82,17 +82,15 @@ impl S3 {
         }
     }
 
-    pub async fn put(
-        &self,
-        key: &str,
-        data: &mut (dyn Read + Send),
-        size: u64,
-    ) -> Result<ObjectInfo> {
+    /// One `PutObject` when the data fits in a part, a multipart upload otherwise: the first part
+    /// is read before deciding, so a stream of unknown size needs no spooling.
+    pub async fn put(&self, key: &str, data: Source<'_>) -> Result<ObjectInfo> {
         let io =
             |e: std::io::Error| StorageError::Failed(format!("reading the data for {key}: {e}"));
-        if size <= PART_SIZE as u64 {
-            let mut body = vec![0u8; size as usize];
-            let n = read_full(data, &mut body).map_err(io)?;
+        let mut first = vec![0u8; PART_SIZE];
+        let n = read_full(data, &mut first).await.map_err(io)?;
+        if n < PART_SIZE {
+            let mut body = first;
             body.truncate(n);
             self.client
                 .put_object()
@@ -117,7 +115,7 @@ impl S3 {
             .await
             .map_err(|e| s3_error(&format!("upload of {key}"), &self.endpoint, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        match self.parts(key, &upload_id, data).await {
+        match self.parts(key, &upload_id, first, data).await {
             Ok(size) => Ok(ObjectInfo {
                 key: key.to_string(),
                 size,
@@ -138,13 +136,25 @@ impl S3 {
         }
     }
 
-    async fn parts(&self, key: &str, upload_id: &str, data: &mut (dyn Read + Send)) -> Result<u64> {
+    /// Sends `first` (a full part) then the rest of `data`, part by part, and completes the upload.
+    async fn parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first: Vec<u8>,
+        data: Source<'_>,
+    ) -> Result<u64> {
         let mut parts = Vec::new();
         let mut total = 0u64;
-        let mut buffer = vec![0u8; PART_SIZE];
+        let mut buffer = first;
         for number in 1.. {
-            let n = read_full(data, &mut buffer)
-                .map_err(|e| StorageError::Failed(format!("reading the data for {key}: {e}")))?;
+            let n = if number == 1 {
+                buffer.len()
+            } else {
+                read_full(data, &mut buffer)
+                    .await
+                    .map_err(|e| StorageError::Failed(format!("reading the data for {key}: {e}")))?
+            };
             if n == 0 && number > 1 {
                 break;
             }
@@ -192,11 +202,7 @@ impl S3 {
         Ok(total)
     }
 
-    pub async fn get(
-        &self,
-        key: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
-    ) -> Result<u64> {
+    pub async fn get(&self, key: &str, sink: Sink<'_>) -> Result<u64> {
         let object = self
             .client
             .get_object()
@@ -212,9 +218,14 @@ impl S3 {
             .await
             .map_err(|e| StorageError::Failed(format!("S3 download of {key}: {e}")))?
         {
-            sink(&chunk).map_err(|e| StorageError::Failed(format!("storing {key}: {e}")))?;
+            sink.write_all(&chunk)
+                .await
+                .map_err(|e| StorageError::Failed(format!("storing {key}: {e}")))?;
             total += chunk.len() as u64;
         }
+        sink.flush()
+            .await
+            .map_err(|e| StorageError::Failed(format!("storing {key}: {e}")))?;
         Ok(total)
     }
 

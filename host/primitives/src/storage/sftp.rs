@@ -1,12 +1,12 @@
 //! SFTP through the SSH client Berth already speaks (russh + russh-sftp): a key from the target's
 //! secret, the server's host key pinned on first contact like every server Berth reaches.
 
-use std::io::Read;
 use std::path::Path;
 
 use crate::ssh::{SshPool, Target};
 
-use super::{Credentials, ObjectInfo, Remote, Result, StorageError, parent};
+use super::{Credentials, ObjectInfo, Remote, Result, StorageError, parent, partial};
+use crate::{Sink, Source};
 
 pub struct Sftp {
     pool: SshPool,
@@ -53,7 +53,7 @@ impl Sftp {
         StorageError::Failed(format!("SFTP {what} at {}: {e}", self.target.name))
     }
 
-    pub async fn put(&self, key: &str, data: &mut (dyn Read + Send)) -> Result<ObjectInfo> {
+    pub async fn put(&self, key: &str, data: Source<'_>) -> Result<ObjectInfo> {
         let sftp = self
             .pool
             .sftp_session(&self.target)
@@ -71,9 +71,20 @@ impl Sftp {
                     .map_err(|e| self.failed(&format!("creating {path}"), e))?;
             }
         }
-        let size = self
-            .pool
-            .upload(&self.target, data, &self.path(key), 0o600)
+        let part = self.path(&partial(key));
+        let size = match self.pool.upload(&self.target, data, &part, 0o600).await {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = sftp.remove_file(&part).await;
+                return Err(self.failed(&format!("upload of {key}"), e));
+            }
+        };
+        let path = self.path(key);
+        // SFTP's rename refuses an existing target: replacing an object removes it first.
+        if sftp.try_exists(&path).await.unwrap_or(false) {
+            let _ = sftp.remove_file(&path).await;
+        }
+        sftp.rename(&part, &path)
             .await
             .map_err(|e| self.failed(&format!("upload of {key}"), e))?;
         Ok(ObjectInfo {
@@ -83,11 +94,7 @@ impl Sftp {
         })
     }
 
-    pub async fn get(
-        &self,
-        key: &str,
-        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
-    ) -> Result<u64> {
+    pub async fn get(&self, key: &str, sink: Sink<'_>) -> Result<u64> {
         if self.head(key).await?.is_none() {
             return Err(StorageError::NotFound(format!(
                 "SFTP download of {key} at {}: no such object",

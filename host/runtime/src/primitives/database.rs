@@ -169,11 +169,21 @@ impl Host for RunState {
 
     async fn dump(&mut self, db: String, dump_format: DumpFormat) -> Result<Resource<Blob>, Fault> {
         let database = self.database(&Capability::DATABASE_DUMP, "database.dump")?;
-        let mut blob = Blob::new(self.limits.blob_bytes);
-        database
-            .dump(&db, format(dump_format), &mut |chunk| blob.append(chunk))
-            .await
-            .map_err(db_fault)?;
+        database.check_name(&db).map_err(db_fault)?;
+        let format = format(dump_format);
+        // A stream: pg_dump runs when the blob is read, straight into its consumer.
+        let blob = Blob::stream(
+            self.limits.blob_bytes,
+            Box::new(move |mut pipe| {
+                Box::pin(async move {
+                    database
+                        .dump(&db, format, &mut pipe)
+                        .await
+                        .map(drop)
+                        .map_err(std::io::Error::other)
+                })
+            }),
+        );
         self.push(blob)
     }
 
@@ -184,10 +194,7 @@ impl Host for RunState {
         dump_format: DumpFormat,
     ) -> Result<(), Fault> {
         let database = self.database(&Capability::DATABASE_DUMP, "database.restore")?;
-        let mut reader = self
-            .get(&data)?
-            .reader()
-            .map_err(|e| Error::failed(format!("database.restore: reading the blob: {e}")))?;
+        let mut reader = self.blob_reader(&data, "database.restore")?;
         database
             .restore(&db, format(dump_format), &mut reader)
             .await

@@ -6,6 +6,9 @@
 use berth_primitives::docker::{self as backend, DockerError, EnvDocker, Scope};
 use berth_primitives::ssh::Stream;
 
+use wasmtime::component::Resource;
+
+use super::blobs::Blob;
 use crate::bindings::docker::{ContainerInfo, ContainerSpec, Host};
 use crate::bindings::ssh::ExecResult;
 use crate::bindings::types::Error;
@@ -156,5 +159,24 @@ impl Host for RunState {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         })
+    }
+
+    async fn archive(&mut self, name: String, path: String) -> Result<Resource<Blob>, Fault> {
+        let docker = self.docker("docker.archive")?;
+        // Found now, read when consumed: the tar streams into whatever consumes the blob.
+        docker.inspect(&name).await.map_err(docker_fault)?;
+        let blob = Blob::stream(
+            self.limits.blob_bytes,
+            Box::new(move |mut pipe| {
+                Box::pin(async move {
+                    docker
+                        .archive(&name, &path, &mut pipe)
+                        .await
+                        .map(drop)
+                        .map_err(std::io::Error::other)
+                })
+            }),
+        );
+        self.push(blob)
     }
 }

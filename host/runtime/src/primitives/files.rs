@@ -122,17 +122,16 @@ impl Host for RunState {
             .map_err(|e| io_error("files.save", &path, e))?
             .into_std();
         let mut reader = self
-            .get(&data)?
+            .get_mut(&data)?
             .reader()
             .map_err(|e| io_error("files.save", &path, e))?;
-        blocking(move || {
-            let mut out = io::BufWriter::new(file);
-            let n = io::copy(&mut reader, &mut out)?;
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        let copy = async {
+            let mut out = tokio::fs::File::from_std(file);
+            let n = tokio::io::copy(&mut reader, &mut out).await?;
+            out.sync_all().await?;
             Ok(n)
-        })
-        .await
-        .map_err(|e| io_error("files.save", &path, e))
+        };
+        copy.await.map_err(|e| io_error("files.save", &path, e))
     }
 
     async fn open(&mut self, path: String) -> Result<Resource<Blob>, Fault> {

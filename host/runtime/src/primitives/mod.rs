@@ -5,6 +5,7 @@
 //! A call whose backend this run lacks (no server, no mirrors, no storage targets) answers
 //! `unsupported` after the grant check: the host never pretends to have done something.
 
+pub mod archive;
 pub mod blobs;
 pub mod config;
 pub mod database;
@@ -16,6 +17,7 @@ pub mod operation;
 pub mod secrets;
 pub mod ssh;
 pub mod storage;
+pub mod targets;
 
 use crate::bindings::types::Error;
 use crate::state::Fault;

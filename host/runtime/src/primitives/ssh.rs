@@ -96,13 +96,10 @@ impl Host for RunState {
 
     async fn upload(&mut self, data: Resource<Blob>, path: String, mode: u32) -> Result<(), Fault> {
         let access = self.server(&Capability::SSH_FILES, "ssh.upload")?;
-        let reader = self
-            .get(&data)?
-            .reader()
-            .map_err(|e| Error::failed(format!("ssh.upload: reading the blob: {e}")))?;
+        let mut reader = self.blob_reader(&data, "ssh.upload")?;
         access
             .pool
-            .upload(&access.target, reader, &path, mode)
+            .upload(&access.target, &mut reader, &path, mode)
             .await
             .map_err(ssh_fault)?;
         Ok(())
@@ -110,12 +107,25 @@ impl Host for RunState {
 
     async fn download(&mut self, path: String) -> Result<Resource<Blob>, Fault> {
         let access = self.server(&Capability::SSH_FILES, "ssh.download")?;
-        let mut blob = Blob::new(self.limits.blob_bytes);
+        // Found now, read when consumed: a file of any size streams to wherever it goes next.
         access
             .pool
-            .download(&access.target, &path, &mut |chunk| blob.append(chunk))
+            .stat(&access.target, &path)
             .await
             .map_err(ssh_fault)?;
+        let blob = Blob::stream(
+            self.limits.blob_bytes,
+            Box::new(move |mut pipe| {
+                Box::pin(async move {
+                    access
+                        .pool
+                        .download(&access.target, &path, &mut pipe)
+                        .await
+                        .map(drop)
+                        .map_err(std::io::Error::other)
+                })
+            }),
+        );
         self.push(blob)
     }
 }

@@ -18,7 +18,7 @@ use crate::settings::Secret;
 use crate::state::{Fault, RunState};
 
 /// An open connection to one storage target.
-pub struct Connection(backend::Connection);
+pub struct Connection(Arc<backend::Connection>);
 
 /// A storage target a run may use: its settings (shown to its backend plugin) and credentials
 /// (kept by the host).
@@ -115,7 +115,7 @@ impl Host for RunState {
         let connection = backend::Connection::open(&protocol, &credentials, &known_hosts)
             .await
             .map_err(storage_fault)?;
-        self.push(Connection(connection))
+        self.push(Connection(Arc::new(connection)))
     }
 }
 
@@ -127,14 +127,10 @@ impl HostConnection for RunState {
         data: Resource<Blob>,
     ) -> Result<ObjectInfo, Fault> {
         self.connection("storage.put", &c)?;
-        let blob = RunState::get(self, &data)?;
-        let size = blob.len();
-        let mut reader = blob
-            .reader()
-            .map_err(|e| Error::failed(format!("storage.put: reading the blob: {e}")))?;
+        let mut reader = self.blob_reader(&data, "storage.put")?;
         let connection = &RunState::get(self, &c)?.0;
         connection
-            .put(&key, &mut reader, size)
+            .put(&key, &mut reader)
             .await
             .map(info)
             .map_err(storage_fault)
@@ -142,12 +138,28 @@ impl HostConnection for RunState {
 
     async fn get(&mut self, c: Resource<Connection>, key: String) -> Result<Resource<Blob>, Fault> {
         self.connection("storage.get", &c)?;
-        let mut blob = Blob::new(self.limits.blob_bytes);
-        let connection = &RunState::get(self, &c)?.0;
-        connection
-            .get(&key, &mut |chunk| blob.append(chunk))
+        let connection = RunState::get(self, &c)?.0.clone();
+        // Found now, read when consumed: the object streams to wherever it goes next.
+        if connection
+            .head(&key)
             .await
-            .map_err(storage_fault)?;
+            .map_err(storage_fault)?
+            .is_none()
+        {
+            return Err(Error::not_found(format!("storage.get: no object {key:?}")).into());
+        }
+        let blob = Blob::stream(
+            self.limits.blob_bytes,
+            Box::new(move |mut pipe| {
+                Box::pin(async move {
+                    connection
+                        .get(&key, &mut pipe)
+                        .await
+                        .map(drop)
+                        .map_err(std::io::Error::other)
+                })
+            }),
+        );
         self.push(blob)
     }
 
