@@ -14,6 +14,10 @@ use crate::deps;
 use crate::tuning;
 use crate::{CODE_MOUNT, DATA_DIR, DB_CONTAINER, NETWORK, ODOO_CONTAINER};
 
+/// Consecutive server errors on the database's login page, with Odoo's health endpoint answering,
+/// that end a health check at once: Odoo is up and refuses the database.
+const REFUSALS: u32 = 3;
+
 /// How often a step that waits (for PostgreSQL, for Odoo's health) asks again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -573,6 +577,7 @@ pub fn health_check(run: &Run, limit: Duration) -> Outcome {
     let version = crate::series(&run.environment.odoo_version).unwrap_or((17, 0));
     let deadline = Instant::now() + limit;
     let mut attempts = 0;
+    let mut refusals = 0;
     let mut last = String::new();
     while Instant::now() < deadline {
         attempts += 1;
@@ -581,7 +586,20 @@ pub fn health_check(run: &Run, limit: Duration) -> Outcome {
                 return done(format!("{answer} after {attempts} attempt(s)"));
             }
             Err(e) if e.is_denied() => return Err(e),
-            Err(e) => last = e.message().to_string(),
+            // Odoo is up and answers that it cannot serve the database: waiting will not help.
+            Err(Error::Invalid(m)) => {
+                refusals += 1;
+                if refusals == REFUSALS {
+                    return Err(Error::failed(format!(
+                        "Odoo is up but does not serve the database: {m}"
+                    )));
+                }
+                last = m;
+            }
+            Err(e) => {
+                refusals = 0;
+                last = e.message().to_string();
+            }
         }
         std::thread::sleep(PROBE_INTERVAL);
     }
@@ -617,6 +635,9 @@ fn probe(run: &Run, (major, _): (u32, u32)) -> Result<String, Error> {
     let db = run.database();
     let login = format!("/web/login?db={db}");
     let status = http_status(&format!("{base}{login}"))?;
+    if status.starts_with('5') {
+        return Err(Error::invalid(format!("{login} answered {status}")));
+    }
     if status != "200" {
         return Err(Error::failed(format!("{login} answered {status}")));
     }

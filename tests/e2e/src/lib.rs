@@ -186,6 +186,84 @@ pub fn testbed() -> Testbed {
     }
 }
 
+/// One storage target of the test bed: its name, the storage-backend plugin that serves it, its
+/// settings and credentials.
+pub struct TargetSpec {
+    pub name: &'static str,
+    pub backend: &'static str,
+    pub settings: Vec<(String, String)>,
+    pub user: String,
+    pub secret: String,
+}
+
+/// Every storage target of the test bed: S3 through each preset (AWS, R2, B2, MinIO, their
+/// endpoints pointed at the local S3 server), FTP, and SFTP on test server 1.
+pub fn storage_targets() -> Vec<TargetSpec> {
+    let bed = testbed();
+    let (endpoint, bucket, ak, sk) = &bed.s3;
+    let (ftp, ftp_user, ftp_password) = &bed.ftp;
+    let (ftp_host, ftp_port) = ftp.split_once(':').unwrap();
+    let server = &bed.servers[0];
+    let key = std::fs::read_to_string(&bed.key).unwrap();
+    // The SFTP target's directory on the test server.
+    let made = std::process::Command::new("docker")
+        .args(["exec", &server.container, "mkdir", "-p", "/srv/berth-sftp"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let pairs = |settings: &[(&str, &str)]| -> Vec<(String, String)> {
+        settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let s3 = |name: &'static str, extra: &[(&str, &str)]| {
+        let mut settings = vec![
+            ("provider", name),
+            ("bucket", bucket.as_str()),
+            ("endpoint", endpoint.as_str()),
+            ("prefix", "backups/acme"),
+        ];
+        settings.extend_from_slice(extra);
+        TargetSpec {
+            name,
+            backend: "s3",
+            settings: pairs(&settings),
+            user: ak.clone(),
+            secret: sk.clone(),
+        }
+    };
+    vec![
+        s3("aws", &[("region", "eu-west-1")]),
+        s3("r2", &[("account-id", "0123456789abcdef")]),
+        s3("b2", &[("region", "us-west-004")]),
+        s3("minio", &[]),
+        TargetSpec {
+            name: "ftp",
+            backend: "ftp",
+            settings: pairs(&[
+                ("host", ftp_host),
+                ("port", ftp_port),
+                ("prefix", "backups"),
+            ]),
+            user: ftp_user.clone(),
+            secret: ftp_password.clone(),
+        },
+        TargetSpec {
+            name: "sftp",
+            backend: "sftp",
+            settings: pairs(&[
+                ("host", "127.0.0.1"),
+                ("port", &server.port.to_string()),
+                ("directory", "/srv/berth-sftp"),
+                ("prefix", "acme"),
+            ]),
+            user: "root".into(),
+            secret: key,
+        },
+    ]
+}
+
 /// An environment on test server 1, and its PostgreSQL started as a deploy would.
 pub mod server {
     use std::sync::Arc;

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use berth_e2e::{Harness, component, testbed};
+use berth_e2e::{Harness, component, storage_targets};
 use berth_runtime::primitives::blobs::Blob;
 use berth_runtime::settings::Secret;
 use berth_runtime::{
@@ -15,84 +15,35 @@ use berth_runtime::{
 };
 use sha2::{Digest, Sha256};
 
-fn target(settings: &[(&str, &str)], user: &str, secret: &str) -> StorageTarget {
-    StorageTarget {
-        settings: settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        user: user.into(),
-        secret: Secret::new(secret),
-    }
-}
-
 /// Every target of the test bed, by name, with the plugin that serves it.
 fn targets(dir: &std::path::Path) -> (StorageTargets, Vec<(&'static str, &'static str)>) {
-    let bed = testbed();
-    let (endpoint, bucket, ak, sk) = &bed.s3;
-    let (ftp, ftp_user, ftp_password) = &bed.ftp;
-    let (ftp_host, ftp_port) = ftp.split_once(':').unwrap();
-    let server = &bed.servers[0];
-    let key = std::fs::read_to_string(&bed.key).unwrap();
-    let sftp_port = server.port.to_string();
-    // The SFTP target's directory on the test server.
-    let made = std::process::Command::new("docker")
-        .args(["exec", &server.container, "mkdir", "-p", "/srv/berth-sftp"])
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let s3 = |provider: &str, extra: &[(&str, &str)]| {
-        let mut settings = vec![
-            ("provider", provider),
-            ("bucket", bucket.as_str()),
-            ("endpoint", endpoint.as_str()),
-            ("prefix", "backups/acme"),
-        ];
-        settings.extend_from_slice(extra);
-        target(&settings, ak, sk)
-    };
-    let map: BTreeMap<String, StorageTarget> = [
-        ("aws", s3("aws", &[("region", "eu-west-1")])),
-        ("r2", s3("r2", &[("account-id", "0123456789abcdef")])),
-        ("b2", s3("b2", &[("region", "us-west-004")])),
-        ("minio", s3("minio", &[])),
-        (
-            "ftp",
-            target(
-                &[
-                    ("host", ftp_host),
-                    ("port", ftp_port),
-                    ("prefix", "backups"),
-                ],
-                ftp_user,
-                ftp_password,
-            ),
-        ),
-        (
-            "sftp",
-            target(
-                &[
-                    ("host", "127.0.0.1"),
-                    ("port", &sftp_port),
-                    ("directory", "/srv/berth-sftp"),
-                    ("prefix", "acme"),
-                ],
-                "root",
-                &key,
-            ),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let plugins = vec![
-        ("aws", "storage_s3"),
-        ("r2", "storage_s3"),
-        ("b2", "storage_s3"),
-        ("minio", "storage_s3"),
-        ("ftp", "storage_ftp"),
-        ("sftp", "storage_sftp"),
-    ];
+    let specs = storage_targets();
+    let plugins = specs
+        .iter()
+        .map(|t| {
+            (
+                t.name,
+                if t.backend == "s3" {
+                    "storage_s3"
+                } else if t.backend == "ftp" {
+                    "storage_ftp"
+                } else {
+                    "storage_sftp"
+                },
+            )
+        })
+        .collect();
+    let map: BTreeMap<String, StorageTarget> = specs
+        .into_iter()
+        .map(|t| {
+            let target = StorageTarget {
+                settings: t.settings.into_iter().collect(),
+                user: t.user,
+                secret: Secret::new(t.secret),
+            };
+            (t.name.to_string(), target)
+        })
+        .collect();
     (
         StorageTargets {
             targets: map,

@@ -1,0 +1,521 @@
+//! Backups and restores through the HTTP API against the real test servers and storage servers:
+//! a round trip through every backend (S3 with the AWS, R2, B2 and MinIO presets, FTP, SFTP) with
+//! rows and attachment files identical afterwards and the restore's ordering proven from Docker's
+//! own container events; a restore Odoo cannot serve, switched back; archives that must be refused
+//! before anything stops; confirmations; wrong credentials.
+
+use std::process::Command;
+
+use berth_e2e::control_plane::{Fixture, fixture, step, steps, unique};
+use berth_e2e::{storage_targets, testbed};
+use berth_primitives::odoo_zip::ZipStream;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+
+/// Runs `docker` on the test machine (the servers' engine) and returns its stdout.
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn odoo_container(env: &str) -> String {
+    format!("berth.acme.shop.{env}.odoo")
+}
+
+fn db_container(env: &str) -> String {
+    format!("berth.acme.shop.{env}.db")
+}
+
+/// `psql` in the environment's database container, as the test's window on the data.
+fn sql(env: &str, query: &str) -> String {
+    docker(&[
+        "exec",
+        "-u",
+        "postgres",
+        &db_container(env),
+        "psql",
+        "-At",
+        "-d",
+        env,
+        "-c",
+        query,
+    ])
+}
+
+/// The partners, in order: what a restore must bring back exactly.
+fn partners(env: &str) -> String {
+    sql(env, "SELECT id, name, email FROM res_partner ORDER BY id")
+}
+
+/// Every file of the environment's filestore with its SHA-256, in order.
+fn filestore(env: &str) -> String {
+    docker(&[
+        "exec",
+        &odoo_container(env),
+        "sh",
+        "-c",
+        "cd /var/lib/odoo/filestore/\"$1\" && find . -type f | sort | xargs -r sha256sum",
+        "sh",
+        env,
+    ])
+}
+
+fn write_attachment(env: &str, name: &str, content: &str) {
+    let path = format!("/var/lib/odoo/filestore/{env}/{}/{name}", &name[..2]);
+    docker(&[
+        "exec",
+        &odoo_container(env),
+        "sh",
+        "-c",
+        "mkdir -p \"$(dirname \"$1\")\" && printf %s \"$2\" > \"$1\"",
+        "sh",
+        &path,
+        content,
+    ]);
+}
+
+fn odoo_running(env: &str) -> bool {
+    docker(&["inspect", "-f", "{{.State.Running}}", &odoo_container(env)]).trim() == "true"
+}
+
+async fn deployed(f: &Fixture) -> (String, i64) {
+    let name = unique("bk");
+    let env = f.environment(&name, f.server).await;
+    let id = env["id"].as_i64().unwrap();
+    let run = f.deploy(id).await;
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    (name, id)
+}
+
+async fn add_targets(f: &Fixture) {
+    for t in storage_targets() {
+        let settings: serde_json::Map<String, Value> =
+            t.settings.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        f.cp.post(
+            &f.token,
+            "/v1/storage-targets",
+            json!({ "name": t.name, "backend": t.backend, "settings": settings,
+                    "user": t.user, "secret": t.secret }),
+        )
+        .await;
+    }
+}
+
+async fn backup(f: &Fixture, env: i64, target: &str) -> Value {
+    let run =
+        f.cp.post(
+            &f.token,
+            &format!("/v1/environments/{env}/backups"),
+            json!({ "target": target }),
+        )
+        .await;
+    f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await
+}
+
+async fn restore(f: &Fixture, env: i64, backup: i64, name: Option<&str>) -> (u16, Value) {
+    let (status, run) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            &format!("/v1/environments/{env}/restore"),
+            Some(json!({ "backup_id": backup, "replace_all_data": true,
+                         "environment_name": name })),
+        )
+        .await;
+    if status != 202 {
+        return (status, run);
+    }
+    (
+        status,
+        f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await,
+    )
+}
+
+/// The start, die and stop events of a container between two instants (ms), from Docker itself.
+fn container_events(container: &str, from_ms: i64, to_ms: i64) -> Vec<(i64, String)> {
+    let since = format!("{}", from_ms / 1000 - 1);
+    let until = format!("{}", to_ms / 1000 + 2);
+    docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={container}"),
+        "--format",
+        "{{.TimeNano}} {{.Action}}",
+    ])
+    .lines()
+    .filter_map(|l| l.split_once(' '))
+    .map(|(t, a)| (t.parse::<i64>().unwrap() / 1_000_000, a.to_string()))
+    .filter(|(_, a)| matches!(a.as_str(), "start" | "die" | "stop"))
+    .collect()
+}
+
+/// No Odoo from the end of `stop-environment` to the end of `restore-data`: proven from the
+/// container's events, not from Berth's own account.
+fn assert_ordering(env: &str, run: &Value) {
+    let at = |name: &str, field: &str| step(run, name)[field].as_i64().unwrap();
+    let stopped = at("stop-environment", "finished_at");
+    let restored = at("restore-data", "finished_at");
+    let started = at("start-environment", "started_at");
+    let events = container_events(
+        &odoo_container(env),
+        at("download-backup", "started_at"),
+        restored + 5000,
+    );
+    let died = events
+        .iter()
+        .filter(|(_, a)| a == "die")
+        .map(|(t, _)| *t)
+        .min()
+        .unwrap_or_else(|| panic!("Odoo never stopped: {events:?}"));
+    assert!(
+        died <= stopped + 5,
+        "Odoo died after stop-environment ended: {events:?}"
+    );
+    let during: Vec<_> = events
+        .iter()
+        .filter(|(t, a)| a == "start" && *t > died && *t <= restored)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "Odoo started while its data was replaced: {during:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(t, a)| a == "start" && *t >= started - 5),
+        "Odoo was started again by start-environment: {events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_and_restore_round_trip_through_every_backend() {
+    let f = fixture().await;
+    add_targets(&f).await;
+    let (env, id) = deployed(&f).await;
+    sql(
+        &env,
+        "INSERT INTO res_partner (name, email) VALUES ('Azure Interior', 'azure@example.com'), \
+         ('Deco Addict', 'deco@example.com')",
+    );
+    write_attachment(&env, "a1b2c3d4e5", "an invoice PDF, or close enough");
+    write_attachment(&env, "ff00ee11dd", &"x".repeat(300_000));
+    let (rows, files) = (partners(&env), filestore(&env));
+
+    for target in storage_targets().iter().map(|t| t.name) {
+        let run = backup(&f, id, target).await;
+        assert_eq!(run["status"], "succeeded", "{target}: {run:#}");
+        let backups =
+            f.cp.get(&f.token, &format!("/v1/environments/{id}/backups"))
+                .await;
+        let made = &backups[0];
+        assert_eq!(made["run_id"], run["id"], "{target}");
+        assert!(made["size"].as_u64().unwrap() > 300_000 / 100, "{made}");
+        assert_eq!(made["manifest"]["version"], "17.0", "{made}");
+        assert!(
+            made["manifest"]["pg_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("1"),
+            "{made}"
+        );
+
+        // Everything changes after the backup…
+        sql(&env, "DELETE FROM res_partner WHERE name = 'Deco Addict'");
+        sql(
+            &env,
+            "INSERT INTO res_partner (name) VALUES ('After the backup')",
+        );
+        write_attachment(&env, "a1b2c3d4e5", "overwritten");
+        write_attachment(&env, "9999999999", "new after the backup");
+        assert_ne!(
+            (partners(&env), filestore(&env)),
+            (rows.clone(), files.clone())
+        );
+
+        // …and the restore brings back exactly what was backed up.
+        let (status, run) = restore(&f, id, made["id"].as_i64().unwrap(), None).await;
+        assert_eq!(status, 202, "{run}");
+        assert_eq!(run["status"], "succeeded", "{target}: {run:#}");
+        assert_eq!(
+            steps(&run)
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "download-backup",
+                "extract-backup",
+                "stop-environment",
+                "restore-data",
+                "start-environment",
+                "health-check",
+                "install-dependencies",
+                "clean-up"
+            ]
+        );
+        assert_eq!(partners(&env), rows, "{target}: the rows came back");
+        assert_eq!(filestore(&env), files, "{target}: the files came back");
+        assert!(odoo_running(&env));
+        assert_ordering(&env, &run);
+        // The previous data went with the clean-up; the backup itself is still there.
+        let dbs = sql(&env, "SELECT datname FROM pg_database ORDER BY 1");
+        assert!(!dbs.contains(&format!("{env}_previous")), "{dbs}");
+    }
+}
+
+/// A zip shaped like an Odoo backup, from members given as (name, bytes).
+fn zip(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = ZipStream::new(Vec::new());
+    for (name, data) in members {
+        let mut entry = zip.entry(name).unwrap();
+        entry.write_all(data).unwrap();
+        entry.finish().unwrap();
+    }
+    zip.finish().unwrap().0
+}
+
+/// Puts `bytes` on the MinIO-preset target under the environment's prefix through the S3
+/// primitive, and records it as a backup of `env` (as if a backup run had made it).
+async fn planted(
+    f: &Fixture,
+    env_id: i64,
+    key: &str,
+    bytes: &[u8],
+    sha256: Option<&str>,
+    manifest: Value,
+) -> i64 {
+    let bed = testbed();
+    let (endpoint, bucket, ak, sk) = &bed.s3;
+    let connection = berth_primitives::storage::Connection::open(
+        &berth_primitives::storage::Protocol::S3 {
+            endpoint: endpoint.clone(),
+            region: "us-east-1".into(),
+            bucket: bucket.clone(),
+            path_style: true,
+        },
+        &berth_primitives::storage::Credentials {
+            user: ak.clone(),
+            secret: sk.clone(),
+        },
+        std::path::Path::new("/nonexistent"),
+    )
+    .await
+    .unwrap();
+    let full = format!("backups/acme/{key}");
+    connection
+        .put(&full, &mut std::io::Cursor::new(bytes.to_vec()))
+        .await
+        .unwrap();
+    let store = &f.cp.engine.store;
+    let env = store.environment_by_id(env_id).unwrap();
+    let target = store.storage_target(env.organization_id, "minio").unwrap();
+    let run = store
+        .create_run(env_id, "backup", "test", json!({}))
+        .unwrap();
+    store
+        .finish_run(run.id, berth_state::RunStatus::Succeeded, None)
+        .unwrap();
+    store
+        .record_backup(berth_state::NewBackup {
+            environment_id: env_id,
+            target_id: target.id,
+            run_id: run.id,
+            key: key.to_string(),
+            kind: "manual".into(),
+            size: bytes.len() as u64,
+            sha256: sha256
+                .map(str::to_string)
+                .unwrap_or_else(|| hex::encode(Sha256::digest(bytes))),
+            manifest,
+        })
+        .unwrap()
+        .id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_backups_are_refused_before_anything_stops_and_unhealthy_ones_switch_back() {
+    let f = fixture().await;
+    add_targets(&f).await;
+    let (env, id) = deployed(&f).await;
+    sql(&env, "INSERT INTO res_partner (name) VALUES ('Kept safe')");
+    write_attachment(&env, "abcdef0123", "kept safe too");
+    let (rows, files) = (partners(&env), filestore(&env));
+    let manifest = json!({ "version": "17.0" });
+    let good_sql = b"CREATE TABLE not_odoo (x int);\n" as &[u8];
+    let zeros = "0".repeat(64);
+
+    // Refusals, each before stop-environment: Odoo never stops, nothing changes.
+    let corrupted = {
+        let mut bytes = zip(&[
+            ("dump.sql", good_sql),
+            ("manifest.json", b"{\"version\": \"17.0\"}"),
+        ]);
+        bytes[60] ^= 0xff; // inside dump.sql's deflated data (after its 58-byte local header)
+        bytes
+    };
+    // (case, archive, recorded SHA-256 if not its own, recorded manifest, failing step, error)
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, Value, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "checksum",
+            zip(&[("dump.sql", good_sql)]),
+            Some(zeros.as_str()),
+            manifest.clone(),
+            "download-backup",
+            "not the one backed up",
+        ),
+        (
+            "newer",
+            zip(&[("dump.sql", good_sql)]),
+            None,
+            json!({ "version": "18.0" }),
+            "download-backup",
+            "newer than this environment",
+        ),
+        (
+            "no-dump",
+            zip(&[("filestore/ab/abcd", b"x")]),
+            None,
+            manifest.clone(),
+            "extract-backup",
+            "no dump.sql",
+        ),
+        (
+            "corrupted",
+            corrupted,
+            None,
+            manifest.clone(),
+            "extract-backup",
+            "corrupted",
+        ),
+        (
+            "not-a-zip",
+            b"just some bytes".to_vec(),
+            None,
+            manifest.clone(),
+            "extract-backup",
+            "not a zip archive",
+        ),
+    ];
+    for (label, bytes, sha, manifest, failing, message) in cases {
+        let key = format!("shop/{env}/planted-{label}.zip");
+        let backup = planted(&f, id, &key, &bytes, sha, manifest).await;
+        let (status, run) = restore(&f, id, backup, None).await;
+        assert_eq!(status, 202, "{label}: {run}");
+        assert_eq!(run["status"], "failed", "{label}: {run:#}");
+        let failed = step(&run, failing);
+        assert_eq!(failed["status"], "failed", "{label}: {run:#}");
+        let error = failed["error"].as_str().unwrap();
+        assert!(
+            error.contains(message) && error.contains("nothing was stopped"),
+            "{label}: {error}"
+        );
+        assert_eq!(
+            step(&run, "stop-environment")["status"],
+            "cancelled",
+            "{label}"
+        );
+        assert!(odoo_running(&env), "{label}: Odoo kept running");
+        assert_eq!(
+            (partners(&env), filestore(&env)),
+            (rows.clone(), files.clone()),
+            "{label}"
+        );
+    }
+
+    // A dump Odoo cannot serve (no Odoo tables): restored, unhealthy, switched back.
+    let key = format!("shop/{env}/planted-unservable.zip");
+    let bytes = zip(&[
+        ("dump.sql", good_sql),
+        ("filestore/zz/zzzz", b"restored file"),
+        ("manifest.json", b"{}"),
+    ]);
+    let backup = planted(&f, id, &key, &bytes, None, manifest.clone()).await;
+    let (_, run) = restore(&f, id, backup, None).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(step(&run, "restore-data")["status"], "done", "{run:#}");
+    let error = step(&run, "health-check")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("switched back to the previous database and filestore"),
+        "{error}"
+    );
+    assert!(error.contains("healthy on it again"), "{error}");
+    assert!(odoo_running(&env));
+    assert_eq!(partners(&env), rows, "the previous rows are back");
+    assert_eq!(filestore(&env), files, "the previous files are back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_need_confirmation_and_wrong_credentials_name_the_backend() {
+    let f = fixture().await;
+    add_targets(&f).await;
+    let env = f.environment(&unique("pr"), f.server).await;
+    let id = env["id"].as_i64().unwrap();
+    let name = env["name"].as_str().unwrap().to_string();
+    let key = format!("shop/{name}/planted.zip");
+    let planted_id = planted(&f, id, &key, &zip(&[("dump.sql", b"")]), None, json!({})).await;
+    let runs = f.run_count(id).await;
+
+    // No confirmation: refused, no run.
+    let (status, answer) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            &format!("/v1/environments/{id}/restore"),
+            Some(json!({ "backup_id": planted_id })),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("replaces all current data")
+    );
+    // Protected: the name must be typed back.
+    let (status, _) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::PUT,
+            &format!("/v1/environments/{id}/protected"),
+            Some(json!({ "protected": true })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = restore(&f, id, planted_id, Some("not-its-name")).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("is protected"),
+        "{answer}"
+    );
+    assert_eq!(f.run_count(id).await, runs, "no run was started");
+
+    // Wrong credentials: the backup fails at its first step, naming the backend, never the secret.
+    f.cp.post(
+        &f.token,
+        "/v1/storage-targets",
+        json!({ "name": "wrong", "backend": "s3", "user": "nobody",
+                "secret": "definitely-wrong-secret",
+                "settings": { "provider": "minio", "bucket": testbed().s3.1,
+                              "endpoint": testbed().s3.0 } }),
+    )
+    .await;
+    let run = backup(&f, id, "wrong").await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let error = step(&run, "check-target")["error"].as_str().unwrap();
+    assert!(error.contains("s3@") && error.contains("wrong"), "{error}");
+    assert!(!error.contains("definitely-wrong-secret"), "{error}");
+}
