@@ -86,6 +86,12 @@ pub enum EnvCommand {
     Show {
         id: i64,
     },
+    /// Mark an environment protected (a restore needs its name typed back), or not (--off).
+    Protect {
+        id: i64,
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,7 +134,7 @@ impl Api {
             .with_context(|| format!("no --token or BERTH_TOKEN, and cannot read {path}"))
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -154,7 +160,7 @@ impl Api {
         Ok(value)
     }
 
-    fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
+    pub(crate) fn print(&self, value: &Value, summary: impl FnOnce(&Value) -> String) {
         if self.json {
             println!("{value}");
         } else {
@@ -294,6 +300,19 @@ pub async fn env(api: &Api, command: EnvCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             api.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
         }
+        EnvCommand::Protect { id, off } => {
+            let path = format!("/v1/environments/{id}/protected");
+            let v = api
+                .call(Method::PUT, &path, Some(json!({ "protected": !off })))
+                .await?;
+            api.print(&v, |v| {
+                format!(
+                    "environment {} is {}protected",
+                    v["name"].as_str().unwrap_or("?"),
+                    if v["protected"] == true { "" } else { "not " }
+                )
+            });
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -335,8 +354,13 @@ pub async fn deploy(api: &Api, env: i64, watch: bool) -> anyhow::Result<ExitCode
             None,
         )
         .await?;
+    started(api, &run, env, watch).await
+}
+
+/// Says which run started and, with `watch`, follows it to its end.
+pub async fn started(api: &Api, run: &Value, env: i64, watch: bool) -> anyhow::Result<ExitCode> {
     let id = run["id"].as_i64().context("the API returned no run id")?;
-    api.print(&run, |r| {
+    api.print(run, |r| {
         format!(
             "run {id}: {} of environment {env}",
             r["operation"].as_str().unwrap_or("?")

@@ -7,6 +7,7 @@
 //! upload) in front of the real sandbox: the same loader, validation, limits and grant checks the
 //! control plane uses, with a local harness standing in for the run.
 
+mod backup_cmd;
 mod client_cmd;
 mod plugin_cmd;
 mod serve_cmd;
@@ -77,6 +78,35 @@ enum Command {
         api: client_cmd::Api,
         environment: i64,
         /// Return once the run is started.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Storage targets: where backups live.
+    Target {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: backup_cmd::TargetCommand,
+    },
+    /// Backups of an environment: create, list, schedule.
+    Backup {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: backup_cmd::BackupCommand,
+    },
+    /// Restore a backup into an environment: replaces all its data.
+    Restore {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        environment: i64,
+        backup: i64,
+        /// Confirms that all current data of the environment is replaced.
+        #[arg(long)]
+        replace_all_data: bool,
+        /// The environment's name, typed back (required when it is protected).
+        #[arg(long)]
+        name: Option<String>,
         #[arg(long)]
         no_watch: bool,
     },
@@ -167,6 +197,26 @@ fn main() -> ExitCode {
                 no_watch,
             } => c::run(api, async |a| c::deploy(a, environment, !no_watch).await).await,
             Command::Run { api, command } => c::run(api, async |a| c::runs(a, command).await).await,
+            Command::Target { api, command } => {
+                c::run(api, async |a| backup_cmd::target(a, command).await).await
+            }
+            Command::Backup { api, command } => {
+                c::run(api, async |a| backup_cmd::backup(a, command).await).await
+            }
+            Command::Restore {
+                api,
+                environment,
+                backup,
+                replace_all_data,
+                name,
+                no_watch,
+            } => {
+                c::run(api, async |a| {
+                    backup_cmd::restore(a, environment, backup, replace_all_data, name, !no_watch)
+                        .await
+                })
+                .await
+            }
             Command::Plugin(cmd) => plugin_cmd::run(cmd).await,
         }
     })

@@ -144,12 +144,12 @@ pub(crate) fn record(engine: &Engine, run: &Run, facts: &serde_json::Value) -> R
         .map_err(|e| e.to_string())?;
     let target = engine
         .store
-        .storage_target(env.organization_id, fact("backup.target"))
+        .storage_target(env.organization_id, fact("backup-target"))
         .map_err(|e| e.to_string())?;
-    let size: u64 = fact("backup.size")
+    let size: u64 = fact("backup-size")
         .parse()
         .map_err(|_| "the backup run recorded no size".to_string())?;
-    if fact("backup.key").is_empty() || fact("backup.sha256").len() != 64 {
+    if fact("backup-key").is_empty() || fact("backup-sha256").len() != 64 {
         return Err("the backup run recorded no key or checksum".into());
     }
     engine
@@ -158,18 +158,18 @@ pub(crate) fn record(engine: &Engine, run: &Run, facts: &serde_json::Value) -> R
             environment_id: env.id,
             target_id: target.id,
             run_id: run.id,
-            key: fact("backup.key").to_string(),
+            key: fact("backup-key").to_string(),
             kind: if run.trigger == "schedule" {
                 "scheduled".into()
             } else {
                 "manual".into()
             },
             size,
-            sha256: fact("backup.sha256").to_string(),
-            manifest: serde_json::from_str(fact("backup.manifest")).unwrap_or_default(),
+            sha256: fact("backup-sha256").to_string(),
+            manifest: serde_json::from_str(fact("backup-manifest")).unwrap_or_default(),
         })
         .map_err(|e| e.to_string())?;
-    let pruned: Vec<String> = serde_json::from_str(fact("backup.pruned")).unwrap_or_default();
+    let pruned: Vec<String> = serde_json::from_str(fact("backup-pruned")).unwrap_or_default();
     engine
         .store
         .mark_pruned(target.id, &pruned)

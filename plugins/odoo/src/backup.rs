@@ -176,11 +176,11 @@ fn upload_backup(run: &Run, inputs: &Inputs) -> Outcome {
         // The run's facts are bounded: the module list stays in the archive's manifest.
         recorded["modules"] = json!(modules);
     }
-    operation::note("backup.target", &inputs.target)?;
-    operation::note("backup.key", &inputs.key)?;
-    operation::note("backup.size", &size.to_string())?;
-    operation::note("backup.sha256", &sha256)?;
-    operation::note("backup.manifest", &recorded.to_string())?;
+    operation::note("backup-target", &inputs.target)?;
+    operation::note("backup-key", &inputs.key)?;
+    operation::note("backup-size", &size.to_string())?;
+    operation::note("backup-sha256", &sha256)?;
+    operation::note("backup-manifest", &recorded.to_string())?;
     done(format!(
         "{} ({:.1} MiB, {modules} modules, PostgreSQL {}) stored on {:?}, SHA-256 {}",
         inputs.key,
@@ -205,7 +205,7 @@ fn prune_backups(inputs: &Inputs) -> Outcome {
         targets::delete(&inputs.target, key)?;
     }
     operation::note(
-        "backup.pruned",
+        "backup-pruned",
         &serde_json::to_string(&prune).expect("JSON"),
     )?;
     done(format!(

@@ -293,7 +293,7 @@ fn extract(run: &Run) -> Outcome {
         )));
     }
     let format = report["format"].as_str().unwrap_or("plain");
-    operation::note("restore.format", format)?;
+    operation::note("restore-format", format)?;
     done(format!(
         "{format} dump and {} filestore file(s) ({:.1} MiB) extracted beside the current data",
         report["files"].as_u64().unwrap_or(0),
@@ -367,7 +367,7 @@ fn restore_data(run: &Run) -> Outcome {
         &format!("ALTER DATABASE \"{restored}\" OWNER TO \"{db}\""),
         &[],
     )?;
-    let custom = operation::facts()?.contains("\"restore.format\":\"custom\"");
+    let custom = operation::facts()?.contains("\"restore-format\":\"custom\"");
     let (file, format) = if custom {
         ("dump.dump", DumpFormat::Custom)
     } else {
@@ -380,7 +380,7 @@ fn restore_data(run: &Run) -> Outcome {
     database::restore(&restored, &dump, format)?;
     let bytes = dump.size();
     switch(run, false)?;
-    operation::note("restore.switched", "true")?;
+    operation::note("restore-switched", "true")?;
     done(format!(
         "database restored from a {:.1} MiB dump into {restored}, then switched with the \
          filestore; the previous data is kept as {}",
