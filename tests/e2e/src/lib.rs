@@ -4,6 +4,7 @@
 //! `target/wasm32-wasip2/release`; `BERTH_WASM_DIR` overrides where they are looked for. A missing
 //! component fails the test with the command that builds it.
 
+pub mod backups;
 pub mod control_plane;
 
 use std::path::PathBuf;
