@@ -404,6 +404,23 @@ impl SshPool {
         })
     }
 
+    /// A pool with the same key, host keys and settings but no connection yet: for a bulk stream
+    /// that another transfer consumes at its own pace. SSH multiplexes channels over one TCP
+    /// connection, and russh hands a channel's data to its reader through a bounded queue that
+    /// the whole connection waits on (it opens the window on receipt, not on reading): a stream
+    /// held back by its consumer would hold back every other channel of its connection — the
+    /// very transfer that consumes it, when both run on one server.
+    pub fn dedicated(&self) -> SshPool {
+        SshPool {
+            key: self.key.clone(),
+            known_hosts: self.known_hosts.clone(),
+            config: self.config.clone(),
+            connections: Default::default(),
+            opened: AtomicU64::new(0),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+
     /// How many connections this pool has opened (reuse shows as a low number).
     pub fn connections_opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)

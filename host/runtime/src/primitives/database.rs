@@ -25,6 +25,14 @@ impl RunState {
     /// The door of every `database` call: the grant, the run's server, its database.
     fn database(&mut self, cap: &Capability, call: &str) -> Result<EnvDatabase, Fault> {
         let access = self.server(cap, call)?;
+        self.env_database(access, call)
+    }
+
+    fn env_database(
+        &self,
+        access: crate::invoke::ServerAccess,
+        call: &str,
+    ) -> Result<EnvDatabase, Fault> {
         let Some(db) = access.database.clone() else {
             return Err(
                 Error::unsupported(format!("{call}: the environment has no database yet")).into(),
@@ -168,7 +176,8 @@ impl Host for RunState {
     }
 
     async fn dump(&mut self, db: String, dump_format: DumpFormat) -> Result<Resource<Blob>, Fault> {
-        let database = self.database(&Capability::DATABASE_DUMP, "database.dump")?;
+        let access = self.stream_server(&Capability::DATABASE_DUMP, "database.dump")?;
+        let database = self.env_database(access, "database.dump")?;
         database.check_name(&db).map_err(db_fault)?;
         let format = format(dump_format);
         // A stream: pg_dump runs when the blob is read, straight into its consumer.

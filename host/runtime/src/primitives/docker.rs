@@ -29,6 +29,10 @@ impl RunState {
     /// The door of every `docker` call: the grant, the run's server, the environment's fence.
     fn docker(&mut self, call: &str) -> Result<EnvDocker, Fault> {
         let access = self.server(&Capability::DOCKER, call)?;
+        self.env_docker(access)
+    }
+
+    fn env_docker(&self, access: crate::invoke::ServerAccess) -> Result<EnvDocker, Fault> {
         let docker = backend::connect(access.pool, access.target).map_err(docker_fault)?;
         let env = &self.env;
         Ok(EnvDocker::new(
@@ -162,7 +166,8 @@ impl Host for RunState {
     }
 
     async fn archive(&mut self, name: String, path: String) -> Result<Resource<Blob>, Fault> {
-        let docker = self.docker("docker.archive")?;
+        let access = self.stream_server(&Capability::DOCKER, "docker.archive")?;
+        let docker = self.env_docker(access)?;
         // Found now, read when consumed: the tar streams into whatever consumes the blob.
         docker.inspect(&name).await.map_err(docker_fault)?;
         let blob = Blob::stream(

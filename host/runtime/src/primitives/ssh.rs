@@ -35,6 +35,19 @@ impl RunState {
             .ok_or_else(|| Error::unsupported(format!("{call}: this run has no server")).into())
     }
 
+    /// The run's server for a stream's producer: on its own SSH connection (see
+    /// [`SshPool::dedicated`](berth_primitives::ssh::SshPool::dedicated)), so a stream held back
+    /// by its consumer never holds back the consumer's own channels.
+    pub(crate) fn stream_server(
+        &mut self,
+        cap: &Capability,
+        call: &str,
+    ) -> Result<ServerAccess, Fault> {
+        let mut access = self.server(cap, call)?;
+        access.pool = std::sync::Arc::new(access.pool.dedicated());
+        Ok(access)
+    }
+
     async fn run_command(
         &mut self,
         access: ServerAccess,
@@ -106,7 +119,7 @@ impl Host for RunState {
     }
 
     async fn download(&mut self, path: String) -> Result<Resource<Blob>, Fault> {
-        let access = self.server(&Capability::SSH_FILES, "ssh.download")?;
+        let access = self.stream_server(&Capability::SSH_FILES, "ssh.download")?;
         // Found now, read when consumed: a file of any size streams to wherever it goes next.
         access
             .pool
