@@ -201,6 +201,10 @@ fn prune_backups(inputs: &Inputs) -> Outcome {
     let objects = targets::list_objects(&inputs.target, &inputs.prefix)?;
     let keys: Vec<String> = objects.into_iter().map(|o| o.key).collect();
     let prune = to_prune(&keys, &inputs.prefix, retention);
+    let backups = keys
+        .iter()
+        .filter(|k| stamp(k, &inputs.prefix).is_some())
+        .count();
     for key in &prune {
         targets::delete(&inputs.target, key)?;
     }
@@ -210,8 +214,8 @@ fn prune_backups(inputs: &Inputs) -> Outcome {
     )?;
     done(format!(
         "kept {} of {} backup(s) ({} daily, {} weekly, {} monthly); pruned {}",
-        keys.len() - prune.len(),
-        keys.len(),
+        backups - prune.len(),
+        backups,
         retention.daily,
         retention.weekly,
         retention.monthly,
