@@ -14,6 +14,7 @@ use berth_primitives::odoo_zip::ZipStream;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 /// The start, die and stop events of a container between two instants (ms), from Docker itself.
 fn container_events(container: &str, from_ms: i64, to_ms: i64) -> Vec<(i64, String)> {
@@ -180,23 +181,7 @@ async fn planted(
     sha256: Option<&str>,
     manifest: Value,
 ) -> i64 {
-    let bed = testbed();
-    let (endpoint, bucket, ak, sk) = &bed.s3;
-    let connection = berth_primitives::storage::Connection::open(
-        &berth_primitives::storage::Protocol::S3 {
-            endpoint: endpoint.clone(),
-            region: "us-east-1".into(),
-            bucket: bucket.clone(),
-            path_style: true,
-        },
-        &berth_primitives::storage::Credentials {
-            user: ak.clone(),
-            secret: sk.clone(),
-        },
-        std::path::Path::new("/nonexistent"),
-    )
-    .await
-    .unwrap();
+    let connection = minio().await;
     let full = format!("backups/acme/{key}");
     connection
         .put(&full, &mut std::io::Cursor::new(bytes.to_vec()))
@@ -226,6 +211,27 @@ async fn planted(
         })
         .unwrap()
         .id
+}
+
+/// The test bed's S3 server, as the MinIO-preset target reaches it (its prefix is `backups/acme`).
+async fn minio() -> berth_primitives::storage::Connection {
+    let bed = testbed();
+    let (endpoint, bucket, ak, sk) = &bed.s3;
+    berth_primitives::storage::Connection::open(
+        &berth_primitives::storage::Protocol::S3 {
+            endpoint: endpoint.clone(),
+            region: "us-east-1".into(),
+            bucket: bucket.clone(),
+            path_style: true,
+        },
+        &berth_primitives::storage::Credentials {
+            user: ak.clone(),
+            secret: sk.clone(),
+        },
+        std::path::Path::new("/nonexistent"),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -404,4 +410,94 @@ async fn restores_need_confirmation_and_wrong_credentials_name_the_backend() {
     let error = step(&run, "check-target")["error"].as_str().unwrap();
     assert!(error.contains("s3@") && error.contains("wrong"), "{error}");
     assert!(!error.contains("definitely-wrong-secret"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_start_when_due_and_prune_grandfather_father_son() {
+    let f = fixture().await;
+    add_targets(&f).await;
+    let (env, id) = deployed(&f).await;
+    // What earlier backups left on the target, and an object that is not a backup.
+    let connection = minio().await;
+    let old = [
+        "20200101T030000Z-run1.zip",
+        "20200102T030000Z-run2.zip",
+        "20200215T030000Z-run3.zip",
+        "notes.txt",
+    ];
+    for name in old {
+        let key = format!("backups/acme/shop/{env}/{name}");
+        connection
+            .put(&key, &mut std::io::Cursor::new(b"old".to_vec()))
+            .await
+            .unwrap();
+    }
+    let (status, policy) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::PUT,
+            &format!("/v1/environments/{id}/backup-policy"),
+            Some(
+                json!({ "target": "minio", "every_hours": 24, "keep_daily": 1,
+                         "keep_weekly": 1, "keep_monthly": 2 }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{policy}");
+
+    // The environment has no backup yet: the scheduler finds it due and starts one.
+    let scheduler = berth_engine::backups::scheduler(&f.cp.engine, Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run = loop {
+        let runs =
+            f.cp.get(&f.token, &format!("/v1/environments/{id}/runs"))
+                .await;
+        if let Some(run) = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["operation"] == "backup")
+        {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "no scheduled backup started");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(run["trigger"], "schedule");
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    // Done, it is not due again: no second run while the scheduler keeps ticking.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    scheduler.abort();
+    assert_eq!(f.run_count(id).await, 2, "the deploy and one backup");
+
+    let backups =
+        f.cp.get(&f.token, &format!("/v1/environments/{id}/backups"))
+            .await;
+    assert_eq!(backups[0]["kind"], "scheduled");
+    let new = backups[0]["key"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // Kept: the new one (the day's, the week's and the month's), the newest of the other month
+    // (February 2020), and what is not a backup. Pruned: January 2020's two.
+    let left: Vec<String> = connection
+        .list(&format!("backups/acme/shop/{env}/"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key.rsplit('/').next().unwrap().to_string())
+        .collect();
+    let mut expected = vec![
+        "20200215T030000Z-run3.zip".to_string(),
+        "notes.txt".into(),
+        new,
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    let summary = step(&run, "prune-backups")["summary"].as_str().unwrap();
+    assert!(summary.contains("pruned 2"), "{summary}");
 }
