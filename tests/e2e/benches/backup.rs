@@ -18,17 +18,7 @@ use std::time::Instant;
 
 use berth_e2e::backups::{add_targets, backup, deployed, docker, odoo_container, restore, sql};
 use berth_e2e::control_plane::{fixture, report_timing};
-use berth_e2e::testbed;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
+use berth_e2e::{peak_rss_mib, testbed};
 
 fn mib_env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -7,19 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use berth_e2e::peak_rss_mib;
 use berth_e2e::server::{Env, start_postgres};
 use berth_primitives::database::{DumpFormat, Value};
 use berth_primitives::ssh::Command;
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kib / 1024.0
-}
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();

@@ -187,6 +187,17 @@ pub fn testbed() -> Testbed {
     }
 }
 
+/// This process's peak resident memory (VmHWM), in MiB: the control plane's, when it runs in it.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024.0
+}
+
 /// One storage target of the test bed: its name, the storage-backend plugin that serves it, its
 /// settings and credentials.
 pub struct TargetSpec {
