@@ -81,11 +81,13 @@ wait_for_ssh() {
 
 down() {
   require_docker
-  if [ -f "$STATE/ftp/pid" ]; then
+  local pid
+  for pid in "$STATE"/ftp*/pid; do
+    [ -f "$pid" ] || continue
     # The daemon may have stopped already; its pid file is all that is left to clean.
-    kill "$(cat "$STATE/ftp/pid")" 2>/dev/null || true
-    rm -f "$STATE/ftp/pid"
-  fi
+    kill "$(cat "$pid")" 2>/dev/null || true
+    rm -f "$pid"
+  done
   local ids label
   # The test bed's own objects, and those tests created through Berth (labelled berth.scope).
   for label in "$LABEL" berth.scope; do
@@ -110,14 +112,14 @@ wait_for_port() {
   exit 1
 }
 
-# The storage targets backups are tested against, on loopback: S3 (s3s-fs, in a container) and FTP
-# (pure-ftpd). SFTP is the test servers' own OpenSSH.
+# The storage targets backups are tested against, on loopback: S3 (s3s-fs, in a container), FTP
+# and FTPS (pure-ftpd). SFTP is the test servers' own OpenSSH.
 storage() {
   if [ ! -x "$S3S_FS" ]; then
     say "installing s3s-fs 0.14.1 (a real S3 server) into target/tools; a few minutes, once"
     cargo install --locked --quiet s3s-fs --version 0.14.1 --features binary --root "$PWD/target/tools" >&2
   fi
-  local s3_port ftp_port
+  local s3_port
   s3_port=$(free_port)
   docker run -d --name berth-test-s3 --label "$LABEL" --network host --tmpfs /data \
     -v "$S3S_FS:/usr/local/bin/s3s-fs:ro" --entrypoint sh "$BASE_TAG" -c \
@@ -128,24 +130,56 @@ storage() {
   echo "BERTH_TEST_S3_ACCESS_KEY=berth-test-ak"
   echo "BERTH_TEST_S3_SECRET_KEY=berth-test-sk"
   # pure-ftpd cannot start in a container here (it needs capabilities Docker may not grant), so it
-  # runs on the machine, as the test bed's own daemon with one virtual user, on loopback.
-  if ! command -v pure-ftpd >/dev/null; then
-    say "installing pure-ftpd (Debian package) for the FTP storage tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pure-ftpd >/dev/null
+  # runs on the machine, as the test bed's own daemons with one virtual user each, on loopback: one
+  # speaking plain FTP, one refusing anything but TLS (explicit FTPS) with a certificate of the
+  # test bed's own CA.
+  local missing=()
+  command -v pure-ftpd >/dev/null || missing+=(pure-ftpd)
+  command -v openssl >/dev/null || missing+=(openssl)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]} (Debian packages) for the FTP storage tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  local ftp="$STATE/ftp"
-  rm -rf "$ftp" && mkdir -p "$ftp/root"
-  chown nobody:nogroup "$ftp/root"
+  ftp_server ftp 30000:30019
+  tls_certificates "$STATE/tls"
+  ftp_server ftps 30020:30039 -Y 2 -2 "$STATE/tls/server.pem,$STATE/tls/server.key"
+  echo "BERTH_TEST_FTPS_CA=$STATE/tls/ca.pem"
+}
+
+# A CA and a certificate it signs for 127.0.0.1, in $1.
+tls_certificates() {
+  local dir=$1
+  rm -rf "$dir" && mkdir -p "$dir"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj "/CN=Berth test bed CA" -addext basicConstraints=critical,CA:TRUE \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    > "$dir/server.ext"
+  openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 30 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+  chmod 0600 "$dir"/*.key
+}
+
+# One pure-ftpd named $1 (its variables are BERTH_TEST_<NAME>*), passive ports $2, more flags after.
+ftp_server() {
+  local name=$1 passive=$2 port
+  shift 2
+  local dir="$STATE/$name" var
+  var="BERTH_TEST_$(echo "$name" | tr a-z A-Z)"
+  rm -rf "$dir" && mkdir -p "$dir/root"
+  chown nobody:nogroup "$dir/root"
   printf 'berth-test-ftp\nberth-test-ftp\n' \
-    | pure-pw useradd berth -u nobody -g nogroup -d "$ftp/root" -f "$ftp/passwd" >/dev/null
-  pure-pw mkdb "$ftp/pdb" -f "$ftp/passwd"
-  ftp_port=$(free_port)
-  pure-ftpd -S "127.0.0.1,$ftp_port" -l "puredb:$ftp/pdb" -E -p 30000:30019 -P 127.0.0.1 -B \
-    -g "$ftp/pid"
-  wait_for_port "$ftp_port" "pure-ftpd"
-  echo "BERTH_TEST_FTP=127.0.0.1:$ftp_port"
-  echo "BERTH_TEST_FTP_USER=berth"
-  echo "BERTH_TEST_FTP_PASSWORD=berth-test-ftp"
+    | pure-pw useradd berth -u nobody -g nogroup -d "$dir/root" -f "$dir/passwd" >/dev/null
+  pure-pw mkdb "$dir/pdb" -f "$dir/passwd"
+  port=$(free_port)
+  pure-ftpd -S "127.0.0.1,$port" -l "puredb:$dir/pdb" -E -p "$passive" -P 127.0.0.1 -B \
+    -g "$dir/pid" "$@"
+  wait_for_port "$port" "pure-ftpd ($name)"
+  echo "$var=127.0.0.1:$port"
+  echo "${var}_USER=berth"
+  echo "${var}_PASSWORD=berth-test-ftp"
 }
 
 up() {

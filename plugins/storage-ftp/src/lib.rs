@@ -2,7 +2,9 @@
 //!
 //! Target settings: `host`, `port` (default 21), `directory` (where the objects live; keys
 //! with slashes become subdirectories), `prefix`. Credentials are the target's secrets, applied by
-//! the host: user and password.
+//! the host: user and password. Encryption is the host's too: explicit FTPS whenever the server
+//! offers it, per the target's `tls` (`when-offered`, `required`, `off`) and `tls-ca` (PEM
+//! certificates to trust) settings.
 
 use berth_sdk::prelude::*;
 use berth_sdk::storage::Protocol;

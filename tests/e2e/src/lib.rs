@@ -117,10 +117,13 @@ pub struct Testbed {
     pub postgres_image: String,
     /// The Odoo stand-in image.
     pub odoo_image: String,
-    /// Storage targets: an S3 server (endpoint, bucket, access key, secret key) and an FTP server
-    /// (address, user, password).
+    /// Storage targets: an S3 server (endpoint, bucket, access key, secret key), an FTP server
+    /// (address, user, password), and an FTP server that refuses anything but TLS, with the CA
+    /// certificate (PEM) its certificate is signed by.
     pub s3: (String, String, String, String),
     pub ftp: (String, String, String),
+    pub ftps: (String, String, String),
+    pub ftps_ca: PathBuf,
     pub servers: Vec<TestServer>,
 }
 
@@ -157,6 +160,13 @@ pub fn testbed() -> Testbed {
             })
             .to_string()
     };
+    let ftp = |name: &str| {
+        (
+            var(name),
+            var(&format!("{name}_USER")),
+            var(&format!("{name}_PASSWORD")),
+        )
+    };
     let servers = (1..=2)
         .map(|i| {
             let address = var(&format!("BERTH_TEST_SERVER_{i}"));
@@ -178,13 +188,20 @@ pub fn testbed() -> Testbed {
             var("BERTH_TEST_S3_ACCESS_KEY"),
             var("BERTH_TEST_S3_SECRET_KEY"),
         ),
-        ftp: (
-            var("BERTH_TEST_FTP"),
-            var("BERTH_TEST_FTP_USER"),
-            var("BERTH_TEST_FTP_PASSWORD"),
-        ),
+        ftp: ftp("BERTH_TEST_FTP"),
+        ftps: ftp("BERTH_TEST_FTPS"),
+        ftps_ca: var("BERTH_TEST_FTPS_CA").into(),
         servers,
     }
+}
+
+/// Runs a benchmark's body on a multi-threaded runtime, as `berth serve` runs the control plane.
+pub fn run_bench<F: std::future::Future>(bench: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(bench)
 }
 
 /// This process's peak resident memory (VmHWM), in MiB: the control plane's, when it runs in it.
@@ -209,12 +226,12 @@ pub struct TargetSpec {
 }
 
 /// Every storage target of the test bed: S3 through each preset (AWS, R2, B2, MinIO, their
-/// endpoints pointed at the local S3 server), FTP, and SFTP on test server 1.
+/// endpoints pointed at the local S3 server), FTP, FTPS (TLS required, the test bed's CA trusted)
+/// and SFTP on test server 1.
 pub fn storage_targets() -> Vec<TargetSpec> {
     let bed = testbed();
     let (endpoint, bucket, ak, sk) = &bed.s3;
-    let (ftp, ftp_user, ftp_password) = &bed.ftp;
-    let (ftp_host, ftp_port) = ftp.split_once(':').unwrap();
+    let ca = std::fs::read_to_string(&bed.ftps_ca).unwrap();
     let server = &bed.servers[0];
     let key = std::fs::read_to_string(&bed.key).unwrap();
     // The SFTP target's directory on the test server.
@@ -245,22 +262,26 @@ pub fn storage_targets() -> Vec<TargetSpec> {
             secret: sk.clone(),
         }
     };
+    let ftp = |name: &'static str, server: &(String, String, String), extra: &[(&str, &str)]| {
+        let (address, user, password) = server;
+        let (host, port) = address.split_once(':').unwrap();
+        let mut settings = vec![("host", host), ("port", port), ("prefix", "backups")];
+        settings.extend_from_slice(extra);
+        TargetSpec {
+            name,
+            backend: "ftp",
+            settings: pairs(&settings),
+            user: user.clone(),
+            secret: password.clone(),
+        }
+    };
     vec![
         s3("aws", &[("region", "eu-west-1")]),
         s3("r2", &[("account-id", "0123456789abcdef")]),
         s3("b2", &[("region", "us-west-004")]),
         s3("minio", &[]),
-        TargetSpec {
-            name: "ftp",
-            backend: "ftp",
-            settings: pairs(&[
-                ("host", ftp_host),
-                ("port", ftp_port),
-                ("prefix", "backups"),
-            ]),
-            user: ftp_user.clone(),
-            secret: ftp_password.clone(),
-        },
+        ftp("ftp", &bed.ftp, &[]),
+        ftp("ftps", &bed.ftps, &[("tls", "required"), ("tls-ca", &ca)]),
         TargetSpec {
             name: "sftp",
             backend: "sftp",

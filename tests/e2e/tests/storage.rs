@@ -1,7 +1,8 @@
 //! The storage-backend plugins against real servers: S3 (s3s-fs) through each preset — AWS, R2, B2,
-//! MinIO, their endpoints pointed at the local server —, FTP (pure-ftpd) and SFTP (a test server's
-//! OpenSSH). Each target is checked, then an object goes up, is listed, comes back identical and is
-//! deleted — always as host-side blobs; wrong credentials fail with an error naming the backend.
+//! MinIO, their endpoints pointed at the local server —, FTP and FTPS (pure-ftpd) and SFTP (a test
+//! server's OpenSSH). Each target is checked, then an object goes up, is listed, comes back
+//! identical and is deleted — always as host-side blobs; wrong credentials fail with an error
+//! naming the backend; TLS is verified and never given up for plain FTP.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -153,6 +154,24 @@ async fn every_backend_stores_lists_returns_and_deletes() {
     }
 }
 
+/// The error of a `check` of target `name` that must fail.
+async fn failed_check(
+    runtime: &Runtime,
+    plugin: &Plugin,
+    storage: StorageTargets,
+    name: &str,
+) -> String {
+    let mut h = Harness::new("storage", plugin.name(), &["storage"]);
+    h.invocation.storage = Some(Arc::new(storage));
+    // Transfers and logins take the time they take (pure-ftpd delays a failed login on purpose).
+    h.invocation.limits = Limits::step();
+    plugin
+        .storage(runtime, &h.invocation, name, StorageRequest::Check)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_credentials_fail_the_check_naming_the_backend() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
@@ -169,6 +188,7 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
     for (name, wrong) in [
         ("minio", "not-the-secret"),
         ("ftp", "not-the-password"),
+        ("ftps", "not-the-password"),
         ("sftp", other_key.as_str()),
     ] {
         storage.targets.get_mut(name).unwrap().secret = Secret::new(wrong);
@@ -176,18 +196,11 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
     for (name, plugin, says) in [
         ("minio", "storage_s3", "S3"),
         ("ftp", "storage_ftp", "FTP login of berth"),
+        ("ftps", "storage_ftp", "FTP login of berth"),
         ("sftp", "storage_sftp", "refused the key"),
     ] {
         let plugin = load(&runtime, plugin).await;
-        let mut h = Harness::new("storage", plugin.name(), &["storage"]);
-        h.invocation.storage = Some(Arc::new(storage.clone()));
-        // Transfers and logins take the time they take (pure-ftpd delays a failed login on purpose).
-        h.invocation.limits = Limits::step();
-        let err = plugin
-            .storage(&runtime, &h.invocation, name, StorageRequest::Check)
-            .await
-            .unwrap_err();
-        let message = err.to_string();
+        let message = failed_check(&runtime, &plugin, storage.clone(), name).await;
         assert!(message.contains(says), "{name}: {message}");
         assert!(
             !message.contains("not-the-"),
@@ -207,4 +220,36 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
         Some("denied"),
         "{err}"
     );
+}
+
+/// The FTPS server refuses plain FTP, so the round trip above went over TLS. Here: its certificate
+/// is refused when its CA is not trusted (with no fall back to plain FTP), TLS turned off meets the
+/// server's refusal, a server that offers no TLS is refused when the target requires it, and an
+/// unknown mode is named.
+#[tokio::test(flavor = "multi_thread")]
+async fn ftp_tls_is_verified_and_never_given_up() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (storage, _) = targets(dir.path());
+    let plugin = load(&runtime, "storage_ftp").await;
+    for (name, key, value, says) in [
+        ("ftps", "tls-ca", "", "certificate"),
+        ("ftps", "tls", "off", "FTP login of berth"),
+        ("ftp", "tls", "required", "refuses AUTH TLS"),
+        (
+            "ftp",
+            "tls",
+            "sometimes",
+            "expected when-offered, required or off",
+        ),
+    ] {
+        let mut storage = storage.clone();
+        let target = storage.targets.get_mut(name).unwrap();
+        target.settings.insert(key.into(), value.into());
+        let message = failed_check(&runtime, &plugin, storage, name).await;
+        assert!(
+            message.contains(says),
+            "{name} with {key}={value:?}: {message}"
+        );
+    }
 }

@@ -1,16 +1,111 @@
 //! FTP through suppaftp's tokio client: one logged-in control connection per [`Ftp`], passive
 //! data connections, binary transfers streamed in chunks. An upload goes to `<key>.part` and is
 //! renamed when complete, so a broken transfer never looks like an object.
+//!
+//! Explicit FTPS (RFC 4217) whenever the server offers it: `AUTH TLS` before the password is sent,
+//! then `PROT P` so the data connections are encrypted too. The server's certificate is verified
+//! against the system's roots and the certificates the operator trusts for the target; a
+//! certificate that does not verify is an error, never a fall back to plain FTP.
 
-use suppaftp::tokio::AsyncFtpStream;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+
+use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
+use suppaftp::tokio_rustls::TlsConnector;
+use suppaftp::tokio_rustls::rustls::pki_types::CertificateDer;
+use suppaftp::tokio_rustls::rustls::pki_types::pem::PemObject;
+use suppaftp::tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use suppaftp::types::FileType;
 use tokio::sync::Mutex;
 
 use super::{Credentials, ObjectInfo, Remote, Result, StorageError, copy, parent, partial};
 use crate::{Sink, Source};
 
+/// When an FTP connection is encrypted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS when the server offers `AUTH TLS` in its features and accepts it, plain FTP otherwise.
+    #[default]
+    WhenOffered,
+    /// TLS or nothing: a server that does not offer it is an error.
+    Required,
+    /// Plain FTP, even when the server offers TLS.
+    Off,
+}
+
+impl FromStr for TlsMode {
+    type Err = StorageError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "when-offered" => Ok(TlsMode::WhenOffered),
+            "required" => Ok(TlsMode::Required),
+            "off" => Ok(TlsMode::Off),
+            other => Err(StorageError::Invalid(format!(
+                "FTP tls {other:?}: expected when-offered, required or off"
+            ))),
+        }
+    }
+}
+
+/// How an FTP target's connections are secured: the mode, and certificates (PEM) trusted beside
+/// the system's roots, for a server with a private CA or a self-signed certificate.
+#[derive(Clone, Debug, Default)]
+pub struct FtpTls {
+    pub mode: TlsMode,
+    pub trusted_pem: Option<String>,
+}
+
+impl FtpTls {
+    fn connector(&self) -> Result<AsyncRustlsConnector> {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(system_roots().iter().cloned());
+        if let Some(pem) = &self.trusted_pem {
+            let invalid = |e: &dyn std::fmt::Display| {
+                StorageError::Invalid(format!("FTP trusted certificates (tls-ca): {e}"))
+            };
+            let mut added = 0;
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots
+                    .add(cert.map_err(|e| invalid(&e))?)
+                    .map_err(|e| invalid(&e))?;
+                added += 1;
+            }
+            if added == 0 {
+                return Err(invalid(&"no PEM certificate found"));
+            }
+        }
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| StorageError::Failed(format!("FTP TLS set-up: {e}")))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        Ok(AsyncRustlsConnector::from(TlsConnector::from(Arc::new(
+            config,
+        ))))
+    }
+}
+
+/// The machine's trusted roots, read once.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+/// Whether a FEAT answer lists `AUTH TLS` (as `AUTH TLS`, or among `AUTH TLS;TLS-C;SSL`).
+fn offers_tls(features: &suppaftp::types::Features) -> bool {
+    features.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("AUTH")
+            && value.as_deref().is_some_and(|v| {
+                v.split([';', ' ', ','])
+                    .any(|m| m.trim().eq_ignore_ascii_case("TLS"))
+            })
+    })
+}
+
 pub struct Ftp {
-    stream: Mutex<AsyncFtpStream>,
+    stream: Mutex<AsyncRustlsFtpStream>,
     remote: Remote,
 }
 
@@ -28,14 +123,50 @@ impl Ftp {
         }
     }
 
-    pub async fn open(remote: &Remote, credentials: &Credentials) -> Result<Self> {
+    pub async fn open(remote: &Remote, tls: &FtpTls, credentials: &Credentials) -> Result<Self> {
         let address = format!("{}:{}", remote.host, remote.port);
         let failed = |what: &str, e: suppaftp::FtpError| {
             StorageError::Failed(format!("FTP {what} at {address}: {e}"))
         };
-        let mut stream = AsyncFtpStream::connect(&address)
-            .await
-            .map_err(|e| failed("connection", e))?;
+        let connect = async || {
+            AsyncRustlsFtpStream::connect(&address)
+                .await
+                .map_err(|e| failed("connection", e))
+        };
+        let mut stream = connect().await?;
+        if tls.mode != TlsMode::Off {
+            // FEAT is answered before login; a server without it offers no TLS either.
+            let offered = stream.feat().await.is_ok_and(|f| offers_tls(&f));
+            let plain = if offered {
+                match stream.into_secure(tls.connector()?, &remote.host).await {
+                    Ok(secured) => {
+                        stream = secured;
+                        None
+                    }
+                    // Listed, yet refused when asked (a server with no certificate does that):
+                    // nothing was sent yet, so a new connection goes on as if it were not offered.
+                    Err(suppaftp::FtpError::UnexpectedResponse(answer)) => {
+                        stream = connect().await?;
+                        Some(format!("refuses AUTH TLS ({answer})"))
+                    }
+                    Err(e) => {
+                        return Err(StorageError::Failed(format!(
+                            "FTP TLS with {address} failed: {e} (a server with a private or \
+                             self-signed certificate needs it in the target's tls-ca setting)"
+                        )));
+                    }
+                }
+            } else {
+                Some("does not offer TLS (AUTH TLS)".to_string())
+            };
+            if let Some(why) = plain
+                && tls.mode == TlsMode::Required
+            {
+                return Err(StorageError::Failed(format!(
+                    "FTP server at {address} {why}, and the target requires TLS (tls = required)"
+                )));
+            }
+        }
         stream
             .login(credentials.user.as_str(), credentials.secret.as_str())
             .await
@@ -165,5 +296,37 @@ impl Ftp {
         ftp.rm(key)
             .await
             .map_err(|e| self.error(&format!("deletion of {key}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TlsMode, offers_tls};
+
+    #[test]
+    fn auth_tls_is_read_from_feat_answers() {
+        let features = |pairs: &[(&str, Option<&str>)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect::<suppaftp::types::Features>()
+        };
+        assert!(offers_tls(&features(&[("AUTH", Some("TLS"))])));
+        assert!(offers_tls(&features(&[("auth", Some("SSL;TLS-C;TLS"))])));
+        assert!(!offers_tls(&features(&[("AUTH", Some("SSL"))])));
+        assert!(!offers_tls(&features(&[("MDTM", None), ("UTF8", None)])));
+        assert!(!offers_tls(&features(&[("AUTH", None)])));
+    }
+
+    #[test]
+    fn tls_modes_parse_and_name_the_choices() {
+        assert_eq!("required".parse::<TlsMode>().unwrap(), TlsMode::Required);
+        assert_eq!("off".parse::<TlsMode>().unwrap(), TlsMode::Off);
+        assert_eq!(
+            "when-offered".parse::<TlsMode>().unwrap(),
+            TlsMode::WhenOffered
+        );
+        let err = "yes".parse::<TlsMode>().unwrap_err().to_string();
+        assert!(err.contains("when-offered, required or off"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
-//! Object storage for backups: S3 (and every S3-compatible service), FTP and SFTP clients, one
-//! module each, behind one [`Connection`] with the same five calls.
+//! Object storage for backups: S3 (and every S3-compatible service), FTP (with explicit FTPS) and
+//! SFTP clients, one module each, behind one [`Connection`] with the same five calls.
 //!
 //! Every transfer streams: an upload reads its source chunk by chunk (S3 sends parts of
 //! [`PART_SIZE`] through a multipart upload), a download hands each chunk to a sink as it arrives.
@@ -14,6 +14,8 @@ mod sftp;
 use std::path::Path;
 
 use tokio::io::AsyncReadExt;
+
+pub use ftp::{FtpTls, TlsMode};
 
 use crate::{Sink, Source};
 
@@ -46,7 +48,7 @@ pub enum Protocol {
         bucket: String,
         path_style: bool,
     },
-    Ftp(Remote),
+    Ftp(Remote, FtpTls),
     Sftp(Remote),
 }
 
@@ -127,7 +129,9 @@ impl Connection {
                 *path_style,
                 credentials,
             )),
-            Protocol::Ftp(remote) => Connection::Ftp(ftp::Ftp::open(remote, credentials).await?),
+            Protocol::Ftp(remote, tls) => {
+                Connection::Ftp(ftp::Ftp::open(remote, tls, credentials).await?)
+            }
             Protocol::Sftp(remote) => {
                 Connection::Sftp(sftp::Sftp::open(remote, credentials, known_hosts).await?)
             }

@@ -1,6 +1,9 @@
 //! `storage`: the S3, FTP and SFTP clients of `berth_primitives::storage`, opened on the run's
 //! storage targets. Capability `storage`. A plugin names a target and says how to reach it (the
-//! provider logic is the plugin's); the host adds the target's credentials, which never enter Wasm.
+//! provider logic is the plugin's); the host adds the target's credentials, which never enter Wasm,
+//! and its transport security: an FTP target's `tls` (`when-offered`, the default; `required`;
+//! `off`) and `tls-ca` (PEM certificates to trust) settings are the operator's, applied here, so no
+//! plugin can weaken them.
 //! Objects move between a target and host-side blobs, streamed, never through plugin memory.
 
 use std::collections::BTreeMap;
@@ -55,6 +58,15 @@ fn info(o: backend::ObjectInfo) -> ObjectInfo {
     }
 }
 
+/// The operator's TLS settings of an FTP target.
+fn ftp_tls(settings: &BTreeMap<String, String>) -> Result<backend::FtpTls, StorageError> {
+    let set = |key: &str| settings.get(key).filter(|v| !v.trim().is_empty());
+    Ok(backend::FtpTls {
+        mode: set("tls").map_or(Ok(backend::TlsMode::default()), |m| m.trim().parse())?,
+        trusted_pem: set("tls-ca").cloned(),
+    })
+}
+
 impl RunState {
     /// The door of every `storage` call: the grant, then the run's target by name.
     fn target(&mut self, call: &str, name: &str) -> Result<(StorageTarget, PathBuf), Fault> {
@@ -97,11 +109,14 @@ impl Host for RunState {
                 bucket: s.bucket,
                 path_style: s.path_style,
             },
-            Protocol::Ftp(r) => backend::Protocol::Ftp(backend::Remote {
-                host: r.host,
-                port: r.port,
-                directory: r.directory,
-            }),
+            Protocol::Ftp(r) => backend::Protocol::Ftp(
+                backend::Remote {
+                    host: r.host,
+                    port: r.port,
+                    directory: r.directory,
+                },
+                ftp_tls(&found.settings).map_err(storage_fault)?,
+            ),
             Protocol::Sftp(r) => backend::Protocol::Sftp(backend::Remote {
                 host: r.host,
                 port: r.port,
