@@ -8,8 +8,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use berth_engine::Engine;
-use berth_engine::backups::Confirmation;
+use berth_engine::backups::{Confirmation, RestoreSource};
+use berth_engine::{Engine, EngineError};
 use berth_state::{BackupPolicy, NewStorageTarget};
 use serde::Deserialize;
 
@@ -59,9 +59,12 @@ pub(crate) async fn list_backups(
     Ok(Json(engine.store.backups(id)?))
 }
 
+/// A restore of a recorded backup (`backup_id`), or of an object of a target (`target` and `key`).
 #[derive(Deserialize)]
 pub(crate) struct RestoreRequest {
-    backup_id: i64,
+    backup_id: Option<i64>,
+    target: Option<String>,
+    key: Option<String>,
     #[serde(flatten)]
     confirmation: Confirmation,
 }
@@ -73,7 +76,17 @@ pub(crate) async fn restore(
     Path(id): Path<i64>,
     Json(body): Json<RestoreRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let run = engine.start_restore(org, id, body.backup_id, &body.confirmation)?;
+    let source = match (body.backup_id, body.target, body.key) {
+        (Some(backup), None, None) => RestoreSource::Backup(backup),
+        (None, Some(target), Some(key)) => RestoreSource::Object { target, key },
+        _ => {
+            return Err(EngineError::Invalid(
+                "restore from either `backup_id`, or `target` and `key`".into(),
+            )
+            .into());
+        }
+    };
+    let run = engine.start_restore(org, id, &source, &body.confirmation)?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 

@@ -174,17 +174,24 @@ pub async fn backup(api: &Api, command: BackupCommand) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-/// `berth restore ENV BACKUP --replace-all-data [--name ENV-NAME]`.
+/// What `berth restore` restores from: a backup's id, or a target and an object's key.
+pub struct RestoreFrom {
+    pub backup: Option<i64>,
+    pub target: Option<String>,
+    pub key: Option<String>,
+}
+
+/// `berth restore ENV (BACKUP | --target T --key K) --replace-all-data [--name ENV-NAME]`.
 pub async fn restore(
     api: &Api,
     environment: i64,
-    backup: i64,
+    from: RestoreFrom,
     replace_all_data: bool,
     name: Option<String>,
     watch: bool,
 ) -> anyhow::Result<ExitCode> {
-    let body = json!({ "backup_id": backup, "replace_all_data": replace_all_data,
-                       "environment_name": name });
+    let body = json!({ "backup_id": from.backup, "target": from.target, "key": from.key,
+                       "replace_all_data": replace_all_data, "environment_name": name });
     let path = format!("/v1/environments/{environment}/restore");
     let run = api.call(Method::POST, &path, Some(body)).await?;
     started(api, &run, environment, watch).await

@@ -95,12 +95,22 @@ enum Command {
         #[command(subcommand)]
         command: backup_cmd::BackupCommand,
     },
-    /// Restore a backup into an environment: replaces all its data.
+    /// Restore a backup, or an object of a storage target, into an environment: replaces all its
+    /// data.
     Restore {
         #[command(flatten)]
         api: client_cmd::Api,
         environment: i64,
-        backup: i64,
+        /// The backup's id (see `berth backup list`).
+        #[arg(required_unless_present = "key", conflicts_with_all = ["target", "key"])]
+        backup: Option<i64>,
+        /// Restore an object of this storage target instead (with --key).
+        #[arg(long, requires = "key")]
+        target: Option<String>,
+        /// The object's key on the target: an archive of Odoo's database manager or Odoo.sh, or a
+        /// `pg_dump --format=c` dump (the database only; the current filestore stays).
+        #[arg(long, requires = "target")]
+        key: Option<String>,
         /// Confirms that all current data of the environment is replaced.
         #[arg(long)]
         replace_all_data: bool,
@@ -207,12 +217,19 @@ fn main() -> ExitCode {
                 api,
                 environment,
                 backup,
+                target,
+                key,
                 replace_all_data,
                 name,
                 no_watch,
             } => {
+                let from = backup_cmd::RestoreFrom {
+                    backup,
+                    target,
+                    key,
+                };
                 c::run(api, async |a| {
-                    backup_cmd::restore(a, environment, backup, replace_all_data, name, !no_watch)
+                    backup_cmd::restore(a, environment, from, replace_all_data, name, !no_watch)
                         .await
                 })
                 .await

@@ -7,7 +7,8 @@
 //! - A backup becomes a row only when its run succeeded ([`record`]), from what the plugin measured
 //!   while the archive streamed; the keys its retention step pruned are marked.
 //! - A restore replaces all current data: [`Engine::start_restore`] demands an explicit
-//!   confirmation, and the environment's name typed back when it is protected.
+//!   confirmation, and the environment's name typed back when it is protected. It restores a
+//!   recorded backup, or any object of a target (an Odoo or Odoo.sh archive, a custom-format dump).
 //! - [`scheduler`] starts the scheduled backups of every policy that is due.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,16 @@ pub struct Confirmation {
     /// For a protected environment: its name, typed back.
     #[serde(default)]
     pub environment_name: Option<String>,
+}
+
+/// What a restore restores from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// A backup Berth made and recorded: held to its recorded size and SHA-256.
+    Backup(i64),
+    /// An object on one of the organization's targets that Berth did not write: an archive from
+    /// Odoo's database manager or Odoo.sh, or a `pg_dump --format=c` of the database alone.
+    Object { target: String, key: String },
 }
 
 /// The object key of a new backup: `<project>/<environment>/<UTC time>-run<id>.zip`. The time sorts
@@ -208,13 +219,13 @@ impl Engine {
         })
     }
 
-    /// Starts a restore of backup `backup_id` into environment `env_id`, replacing all its data:
-    /// refused unless `confirmation` says so, and names the environment when it is protected.
+    /// Starts a restore from `source` into environment `env_id`, replacing all its data: refused
+    /// unless `confirmation` says so, and names the environment when it is protected.
     pub fn start_restore(
         self: &Arc<Self>,
         org_id: i64,
         env_id: i64,
-        backup_id: i64,
+        source: &RestoreSource,
         confirmation: &Confirmation,
     ) -> Result<Run, EngineError> {
         let env = self.store.environment(org_id, env_id)?;
@@ -231,6 +242,19 @@ impl Engine {
                 env.name
             )));
         }
+        let backup_id = match source {
+            RestoreSource::Backup(id) => *id,
+            RestoreSource::Object { target, key } => {
+                self.store.storage_target(org_id, target)?;
+                if key.is_empty() || key.ends_with('/') {
+                    return Err(EngineError::Invalid(format!(
+                        "{key:?} is not an object key"
+                    )));
+                }
+                let inputs = serde_json::json!({ "target": target, "key": key });
+                return self.start_with(org_id, env_id, "restore", "api", |_| inputs);
+            }
+        };
         let backup: Backup = self.store.backup(env_id, backup_id)?;
         if backup.pruned_at.is_some() {
             return Err(StateError::NotFound(format!(

@@ -43,12 +43,13 @@ const WORK_DIR: &str = "/var/lib/odoo/.berth-restore";
 const EXTRACT: &str = "restore-extract";
 const SWITCH: &str = "restore-switch";
 
-/// What the engine asks of a restore run: the backup, as recorded when it was made.
+/// What the engine asks of a restore run: the backup, as recorded when it was made — or an object
+/// of a target that Berth did not write (an Odoo or Odoo.sh download, a `pg_dump --format=c`),
+/// which has no recorded size and checksum to hold it to.
 struct Inputs {
     target: String,
     key: String,
-    size: u64,
-    sha256: String,
+    recorded: Option<(u64, String)>,
     version: Option<String>,
 }
 
@@ -60,8 +61,11 @@ impl Inputs {
         Ok(Inputs {
             target: text("target")?,
             key: text("key")?,
-            size: inputs.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-            sha256: text("sha256")?,
+            recorded: inputs
+                .get("size")
+                .and_then(|v| v.as_u64())
+                .zip(inputs.get("sha256").and_then(|v| v.as_str()))
+                .map(|(size, sha256)| (size, sha256.to_string())),
             version: inputs
                 .pointer("/manifest/version")
                 .and_then(|v| v.as_str())
@@ -104,7 +108,8 @@ pub fn run_step(step: &str, run: &Run, health_limit: Duration) -> Outcome {
 // ---- download-backup ------------------------------------------------------------------------
 
 /// Streams the archive from the target into the staging folder on the server, and checks it is
-/// the archive that was backed up: same size, same SHA-256. Refuses a newer Odoo major version.
+/// the archive that was backed up: same size, same SHA-256 (an object Berth did not record has its
+/// checksum reported instead). Refuses a newer Odoo major version.
 fn download(run: &Run, inputs: &Inputs) -> Outcome {
     if let (Some(theirs), Some(ours)) = (
         inputs.version.as_deref().and_then(crate::series),
@@ -125,16 +130,23 @@ fn download(run: &Run, inputs: &Inputs) -> Outcome {
     ssh::upload(&blob, &archive, 0o644)?;
     let size = blob.size();
     let sha256 = blob.sha256()?;
-    if size != inputs.size || sha256 != inputs.sha256 {
-        exec(&["rm", "-rf", &dir])?;
-        return Err(Error::invalid(format!(
-            "the archive {} on {:?} is not the one backed up ({size} bytes, SHA-256 {sha256}; \
-             recorded {} bytes, SHA-256 {}): refused, nothing was stopped",
-            inputs.key, inputs.target, inputs.size, inputs.sha256
-        )));
-    }
+    let checked = match &inputs.recorded {
+        Some((recorded_size, recorded_sha256))
+            if (size, &sha256) != (*recorded_size, recorded_sha256) =>
+        {
+            exec(&["rm", "-rf", &dir])?;
+            return Err(Error::invalid(format!(
+                "the archive {} on {:?} is not the one backed up ({size} bytes, SHA-256 \
+                 {sha256}; recorded {recorded_size} bytes, SHA-256 {recorded_sha256}): refused, \
+                 nothing was stopped",
+                inputs.key, inputs.target
+            )));
+        }
+        Some(_) => "SHA-256 verified".to_string(),
+        None => format!("SHA-256 {sha256} (not a backup Berth recorded: nothing to compare)"),
+    };
     done(format!(
-        "{} ({:.1} MiB) downloaded from {:?}, SHA-256 verified",
+        "{} ({:.1} MiB) downloaded from {:?}, {checked}",
         inputs.key,
         size as f64 / (1 << 20) as f64,
         inputs.target
@@ -147,18 +159,26 @@ fn download(run: &Run, inputs: &Inputs) -> Outcome {
 /// and Odoo.sh write). Checks every member's CRC and the layout before writing anything; writes
 /// the dump into the data volume's work folder and the filestore beside the current one; prints
 /// one line of JSON. Exit 2 means "refused".
+///
+/// A dump is plain SQL or PostgreSQL's custom format (`PGDMP`), whether it is a zip's `dump.sql`
+/// or the whole file; a bare dump carries no filestore, so the current one stays.
 const EXTRACT_PY: &str = r#"
 import json, os, shutil, sys, zipfile
 src, work, dest, major = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def refuse(why):
     print(json.dumps({"refused": why})); sys.exit(2)
+def dump_name(head):
+    return "dump.dump" if head == b"PGDMP" else "dump.sql"
 with open(src, "rb") as f:
     head = f.read(5)
 shutil.rmtree(work, ignore_errors=True); os.makedirs(work)
-shutil.rmtree(dest, ignore_errors=True); os.makedirs(dest)
+shutil.rmtree(dest, ignore_errors=True)
 if head == b"PGDMP":
     shutil.copyfile(src, os.path.join(work, "dump.dump"))
-    print(json.dumps({"format": "custom", "files": 0, "bytes": 0, "manifest": None})); sys.exit(0)
+    print(json.dumps({"format": "custom", "filestore": False, "files": 0, "bytes": 0,
+                      "manifest": None}))
+    sys.exit(0)
+os.makedirs(dest)
 try:
     z = zipfile.ZipFile(src)
 except zipfile.BadZipFile as e:
@@ -185,7 +205,9 @@ with z:
         theirs = int(str(manifest.get("version", "0")).split(".")[0].replace("saas~", "") or 0)
         if theirs > major:
             refuse("the backup is of Odoo %s, newer than this environment's %d.0" % (manifest.get("version"), major))
-    with z.open("dump.sql") as f, open(os.path.join(work, "dump.sql"), "wb") as out:
+    with z.open("dump.sql") as f:
+        name = dump_name(f.read(5))
+    with z.open("dump.sql") as f, open(os.path.join(work, name), "wb") as out:
         shutil.copyfileobj(f, out, 1 << 20)
     files = total = 0
     for info in z.infolist():
@@ -196,7 +218,8 @@ with z:
         with z.open(info) as f, open(target, "wb") as out:
             shutil.copyfileobj(f, out, 1 << 20)
         files += 1; total += info.file_size
-print(json.dumps({"format": "plain", "files": files, "bytes": total, "manifest": manifest}))
+print(json.dumps({"format": "custom" if name == "dump.dump" else "plain", "filestore": True,
+                  "files": files, "bytes": total, "manifest": manifest}))
 "#;
 
 /// Runs `command` to completion in a one-off container of the Odoo image, with the data volume
@@ -293,11 +316,29 @@ fn extract(run: &Run) -> Outcome {
         )));
     }
     let format = report["format"].as_str().unwrap_or("plain");
+    let with_filestore = report["filestore"].as_bool().unwrap_or(true);
     operation::note("restore-format", format)?;
+    operation::note("restore-filestore", &with_filestore.to_string())?;
+    if !with_filestore {
+        return done(format!(
+            "{format} database dump extracted; it carries no filestore, so the current one stays"
+        ));
+    }
     done(format!(
         "{format} dump and {} filestore file(s) ({:.1} MiB) extracted beside the current data",
         report["files"].as_u64().unwrap_or(0),
         report["bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64
+    ))
+}
+
+/// What `extract-backup` found: whether the dump is in custom format, and whether the backup
+/// carries a filestore.
+fn extracted() -> Result<(bool, bool), Error> {
+    let facts: serde_json::Value = serde_json::from_str(&operation::facts()?)
+        .map_err(|e| Error::failed(format!("the run's facts are not JSON: {e}")))?;
+    Ok((
+        facts["restore-format"] == "custom",
+        facts["restore-filestore"] != "false",
     ))
 }
 
@@ -308,7 +349,8 @@ fn databases() -> Result<Vec<String>, Error> {
 }
 
 /// Swaps `<db>` and the restored data: the current database and filestore become `_previous`, the
-/// restored ones take their names. With `back`, the reverse.
+/// restored ones take their names. With `back`, the reverse. A backup without a filestore swaps
+/// the database only.
 fn switch(run: &Run, back: bool) -> Result<(), Error> {
     let db = run.database();
     let (restored, previous) = (aside(run, "restore"), aside(run, "previous"));
@@ -326,6 +368,9 @@ fn switch(run: &Run, back: bool) -> Result<(), Error> {
             database::rename_database(db, &previous)?;
         }
         database::rename_database(&restored, db)?;
+    }
+    if !extracted()?.1 {
+        return Ok(());
     }
     // The same swap for the filestore, by a one-off container on the data volume (Odoo is
     // stopped). Positional arguments: the script never interpolates a name.
@@ -367,8 +412,7 @@ fn restore_data(run: &Run) -> Outcome {
         &format!("ALTER DATABASE \"{restored}\" OWNER TO \"{db}\""),
         &[],
     )?;
-    let custom = operation::facts()?.contains("\"restore-format\":\"custom\"");
-    let (file, format) = if custom {
+    let (file, format) = if extracted()?.0 {
         ("dump.dump", DumpFormat::Custom)
     } else {
         ("dump.sql", DumpFormat::Plain)
@@ -381,9 +425,14 @@ fn restore_data(run: &Run) -> Outcome {
     let bytes = dump.size();
     switch(run, false)?;
     operation::note("restore-switched", "true")?;
+    let with = if extracted()?.1 {
+        "with the filestore"
+    } else {
+        "(the current filestore stays)"
+    };
     done(format!(
-        "database restored from a {:.1} MiB dump into {restored}, then switched with the \
-         filestore; the previous data is kept as {}",
+        "database restored from a {:.1} MiB dump into {restored}, then switched {with}; the \
+         previous data is kept as {}",
         bytes as f64 / (1 << 20) as f64,
         aside(run, "previous")
     ))

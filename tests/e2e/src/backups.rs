@@ -116,13 +116,24 @@ pub async fn backup(f: &Fixture, env: i64, target: &str) -> Value {
 }
 
 pub async fn restore(f: &Fixture, env: i64, backup: i64, name: Option<&str>) -> (u16, Value) {
+    restore_from(f, env, json!({ "backup_id": backup }), name).await
+}
+
+/// A restore from `source` (`backup_id`, or `target` and `key`), confirmed, followed to its end.
+pub async fn restore_from(
+    f: &Fixture,
+    env: i64,
+    mut source: Value,
+    name: Option<&str>,
+) -> (u16, Value) {
+    source["replace_all_data"] = json!(true);
+    source["environment_name"] = json!(name);
     let (status, run) =
         f.cp.call(
             &f.token,
             reqwest::Method::POST,
             &format!("/v1/environments/{env}/restore"),
-            Some(json!({ "backup_id": backup, "replace_all_data": true,
-                         "environment_name": name })),
+            Some(source),
         )
         .await;
     if status != 202 {

@@ -2,11 +2,12 @@
 //! a round trip through every backend (S3 with the AWS, R2, B2 and MinIO presets, FTP, SFTP) with
 //! rows and attachment files identical afterwards and the restore's ordering proven from Docker's
 //! own container events; a restore Odoo cannot serve, switched back; archives that must be refused
-//! before anything stops; confirmations; wrong credentials.
+//! before anything stops; custom-format dumps from objects Berth did not write; confirmations;
+//! wrong credentials.
 
 use berth_e2e::backups::{
-    add_targets, backup, deployed, docker, filestore, odoo_container, odoo_running, partners,
-    restore, sql, write_attachment,
+    add_targets, backup, db_container, deployed, docker, filestore, odoo_container, odoo_running,
+    partners, restore, restore_from, sql, write_attachment,
 };
 use berth_e2e::control_plane::{Fixture, fixture, step, steps, unique};
 use berth_e2e::{storage_targets, testbed};
@@ -348,6 +349,126 @@ async fn bad_backups_are_refused_before_anything_stops_and_unhealthy_ones_switch
     assert!(odoo_running(&env));
     assert_eq!(partners(&env), rows, "the previous rows are back");
     assert_eq!(filestore(&env), files, "the previous files are back");
+}
+
+/// `pg_dump --format=c` of the environment's database, as bytes.
+fn custom_dump(env: &str) -> Vec<u8> {
+    let out = std::process::Command::new("docker")
+        .args(["exec", "-u", "postgres", &db_container(env)])
+        .args(["pg_dump", "--format=c", "-d", env])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.starts_with(b"PGDMP"));
+    out.stdout
+}
+
+/// Objects of a target that Berth did not write restore too: a bare `pg_dump --format=c` (the
+/// database alone: restored by `pg_restore`, the current filestore stays), and an Odoo zip whose
+/// `dump.sql` is in custom format (the filestore comes from the zip). With the same ordering as any
+/// restore; an unknown target or no source at all is refused before a run starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_format_dumps_restore_from_objects_berth_did_not_write() {
+    let f = fixture().await;
+    add_targets(&f).await;
+    let (env, id) = deployed(&f).await;
+    sql(
+        &env,
+        "INSERT INTO res_partner (name) VALUES ('In the dump')",
+    );
+    let rows = partners(&env);
+    let dump = custom_dump(&env);
+    let connection = minio().await;
+
+    // A bare custom dump: the rows come back, the files written since stay.
+    sql(
+        &env,
+        "INSERT INTO res_partner (name) VALUES ('After the dump')",
+    );
+    write_attachment(&env, "c0ffee0000", "written after the dump");
+    let files = filestore(&env);
+    let key = format!("imports/{env}.dump");
+    connection
+        .put(
+            &format!("backups/acme/{key}"),
+            &mut std::io::Cursor::new(dump.clone()),
+        )
+        .await
+        .unwrap();
+    let (status, run) = restore_from(&f, id, json!({ "target": "minio", "key": key }), None).await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert!(
+        step(&run, "download-backup")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("not a backup Berth recorded"),
+        "{run:#}"
+    );
+    assert!(
+        step(&run, "extract-backup")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("custom database dump extracted"),
+        "{run:#}"
+    );
+    assert_ordering(&env, &run);
+    assert_eq!(partners(&env), rows, "the dump's rows are back");
+    assert_eq!(filestore(&env), files, "the current filestore stayed");
+
+    // An Odoo zip whose dump.sql is a custom dump: database and filestore from the zip.
+    sql(
+        &env,
+        "INSERT INTO res_partner (name) VALUES ('After again')",
+    );
+    let zipped = zip(&[
+        ("dump.sql", dump.as_slice()),
+        ("filestore/cu/custom0001", b"from the zip"),
+        ("manifest.json", b"{\"version\": \"17.0\"}"),
+    ]);
+    let key = format!("imports/{env}-custom.zip");
+    connection
+        .put(
+            &format!("backups/acme/{key}"),
+            &mut std::io::Cursor::new(zipped),
+        )
+        .await
+        .unwrap();
+    let (_, run) = restore_from(&f, id, json!({ "target": "minio", "key": key }), None).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(partners(&env), rows);
+    let restored_files = filestore(&env);
+    assert_eq!(
+        restored_files
+            .lines()
+            .map(|l| l.rsplit_once(' ').unwrap().1)
+            .collect::<Vec<_>>(),
+        ["./cu/custom0001"],
+        "{restored_files}"
+    );
+    assert!(odoo_running(&env));
+
+    // Refused before any run: an unknown target, and no source at all.
+    let runs = f.run_count(id).await;
+    let (status, answer) = restore_from(
+        &f,
+        id,
+        json!({ "target": "nowhere", "key": "x.dump" }),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    let (status, answer) = restore_from(&f, id, json!({}), None).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("backup_id"),
+        "{answer}"
+    );
+    assert_eq!(f.run_count(id).await, runs, "no run was started");
 }
 
 #[tokio::test(flavor = "multi_thread")]
