@@ -44,11 +44,7 @@ fn shell(script: &str, args: &[&str]) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench());
+    berth_e2e::run_bench(bench());
 }
 
 async fn bench() {
