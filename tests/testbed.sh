@@ -131,8 +131,8 @@ storage() {
   echo "BERTH_TEST_S3_SECRET_KEY=berth-test-sk"
   # pure-ftpd cannot start in a container here (it needs capabilities Docker may not grant), so it
   # runs on the machine, as the test bed's own daemons with one virtual user each, on loopback: one
-  # speaking plain FTP, one refusing anything but TLS (explicit FTPS) with a certificate of the
-  # test bed's own CA.
+  # speaking plain FTP, one refusing anything but TLS (explicit FTPS, on control and data
+  # connections) with a certificate of the test bed's own CA.
   local missing=()
   command -v pure-ftpd >/dev/null || missing+=(pure-ftpd)
   command -v openssl >/dev/null || missing+=(openssl)
@@ -142,7 +142,7 @@ storage() {
   fi
   ftp_server ftp 30000:30019
   tls_certificates "$STATE/tls"
-  ftp_server ftps 30020:30039 -Y 2 -2 "$STATE/tls/server.pem,$STATE/tls/server.key"
+  ftp_server ftps 30020:30039 -Y 3 -2 "$STATE/tls/server.pem,$STATE/tls/server.key"
   echo "BERTH_TEST_FTPS_CA=$STATE/tls/ca.pem"
 }
 
@@ -172,6 +172,11 @@ ftp_server() {
   chown nobody:nogroup "$dir/root"
   printf 'berth-test-ftp\nberth-test-ftp\n' \
     | pure-pw useradd berth -u nobody -g nogroup -d "$dir/root" -f "$dir/passwd" >/dev/null
+  # pure-pw tunes Argon2 to take seconds on this machine, at every login; a SHA-512 crypt hash
+  # keeps the test password's logins fast and their time steady.
+  local hash
+  hash=$(openssl passwd -6 berth-test-ftp)
+  sed -i "s|^berth:[^:]*:|berth:$hash:|" "$dir/passwd"
   pure-pw mkdb "$dir/pdb" -f "$dir/passwd"
   port=$(free_port)
   pure-ftpd -S "127.0.0.1,$port" -l "puredb:$dir/pdb" -E -p "$passive" -P 127.0.0.1 -B \

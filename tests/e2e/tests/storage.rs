@@ -222,34 +222,36 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
     );
 }
 
-/// The FTPS server refuses plain FTP, so the round trip above went over TLS. Here: its certificate
-/// is refused when its CA is not trusted (with no fall back to plain FTP), TLS turned off meets the
-/// server's refusal, a server that offers no TLS is refused when the target requires it, and an
-/// unknown mode is named.
+/// The FTPS server refuses plain control and data connections, so the round trip above went over
+/// TLS. Here: its certificate is refused when its CA is not trusted, even with `when-offered` (no
+/// fall back to plain FTP); TLS turned off meets the server's refusal; a server that refuses
+/// `AUTH TLS` is refused when the target requires TLS; an unknown mode is named.
 #[tokio::test(flavor = "multi_thread")]
 async fn ftp_tls_is_verified_and_never_given_up() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (storage, _) = targets(dir.path());
     let plugin = load(&runtime, "storage_ftp").await;
-    for (name, key, value, says) in [
-        ("ftps", "tls-ca", "", "certificate"),
-        ("ftps", "tls", "off", "FTP login of berth"),
-        ("ftp", "tls", "required", "refuses AUTH TLS"),
+    let untrusted = [("tls", "when-offered"), ("tls-ca", "")];
+    for (name, settings, says) in [
+        ("ftps", &untrusted[..], "invalid peer certificate"),
+        ("ftps", &[("tls", "off")], "FTP login of berth"),
+        ("ftp", &[("tls", "required")], "refuses AUTH TLS"),
         (
             "ftp",
-            "tls",
-            "sometimes",
+            &[("tls", "sometimes")],
             "expected when-offered, required or off",
         ),
     ] {
         let mut storage = storage.clone();
         let target = storage.targets.get_mut(name).unwrap();
-        target.settings.insert(key.into(), value.into());
+        for (key, value) in settings {
+            target.settings.insert(key.to_string(), value.to_string());
+        }
         let message = failed_check(&runtime, &plugin, storage, name).await;
         assert!(
             message.contains(says),
-            "{name} with {key}={value:?}: {message}"
+            "{name} with {settings:?}: {message}"
         );
     }
 }

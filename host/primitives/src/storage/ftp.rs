@@ -3,13 +3,15 @@
 //! renamed when complete, so a broken transfer never looks like an object.
 //!
 //! Explicit FTPS (RFC 4217) whenever the server offers it: `AUTH TLS` before the password is sent,
-//! then `PROT P` so the data connections are encrypted too. The server's certificate is verified
+//! then `PROT P` so the data connections are encrypted too. A server offers TLS by accepting
+//! `AUTH TLS`; only that refusal lets a connection go on in plain FTP. The server's certificate is verified
 //! against the system's roots and the certificates the operator trusts for the target; a
 //! certificate that does not verify is an error, never a fall back to plain FTP.
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
+use suppaftp::Status;
 use suppaftp::tokio::{AsyncRustlsConnector, AsyncRustlsFtpStream};
 use suppaftp::tokio_rustls::TlsConnector;
 use suppaftp::tokio_rustls::rustls::pki_types::CertificateDer;
@@ -24,7 +26,7 @@ use crate::{Sink, Source};
 /// When an FTP connection is encrypted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TlsMode {
-    /// TLS when the server offers `AUTH TLS` in its features and accepts it, plain FTP otherwise.
+    /// TLS when the server accepts `AUTH TLS`, plain FTP when it refuses it.
     #[default]
     WhenOffered,
     /// TLS or nothing: a server that does not offer it is an error.
@@ -93,17 +95,6 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
     ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
-/// Whether a FEAT answer lists `AUTH TLS` (as `AUTH TLS`, or among `AUTH TLS;TLS-C;SSL`).
-fn offers_tls(features: &suppaftp::types::Features) -> bool {
-    features.iter().any(|(name, value)| {
-        name.eq_ignore_ascii_case("AUTH")
-            && value.as_deref().is_some_and(|v| {
-                v.split([';', ' ', ','])
-                    .any(|m| m.trim().eq_ignore_ascii_case("TLS"))
-            })
-    })
-}
-
 pub struct Ftp {
     stream: Mutex<AsyncRustlsFtpStream>,
     remote: Remote,
@@ -135,36 +126,35 @@ impl Ftp {
         };
         let mut stream = connect().await?;
         if tls.mode != TlsMode::Off {
-            // FEAT is answered before login; a server without it offers no TLS either.
-            let offered = stream.feat().await.is_ok_and(|f| offers_tls(&f));
-            let plain = if offered {
-                match stream.into_secure(tls.connector()?, &remote.host).await {
-                    Ok(secured) => {
-                        stream = secured;
-                        None
-                    }
-                    // Listed, yet refused when asked (a server with no certificate does that):
-                    // nothing was sent yet, so a new connection goes on as if it were not offered.
-                    Err(suppaftp::FtpError::UnexpectedResponse(answer)) => {
-                        stream = connect().await?;
-                        Some(format!("refuses AUTH TLS ({answer})"))
-                    }
-                    Err(e) => {
+            // Asked, not read from FEAT (whose listing servers word many ways). Only a refusal of
+            // AUTH itself means "not offered": nothing has been sent yet, so this connection goes
+            // on in plain FTP. Once a server agrees, every later failure is fatal.
+            match stream.custom_command("AUTH TLS", &[Status::AuthOk]).await {
+                Ok(_) => {
+                    // This connection now waits for a handshake suppaftp starts only with its
+                    // own AUTH: a fresh connection makes it.
+                    drop(stream);
+                    stream = connect()
+                        .await?
+                        .into_secure(tls.connector()?, &remote.host)
+                        .await
+                        .map_err(|e| {
+                            StorageError::Failed(format!(
+                                "FTP TLS with {address} failed: {e} (a server with a private or \
+                                 self-signed certificate needs it in the target's tls-ca \
+                                 setting)"
+                            ))
+                        })?;
+                }
+                Err(suppaftp::FtpError::UnexpectedResponse(answer)) => {
+                    if tls.mode == TlsMode::Required {
                         return Err(StorageError::Failed(format!(
-                            "FTP TLS with {address} failed: {e} (a server with a private or \
-                             self-signed certificate needs it in the target's tls-ca setting)"
+                            "FTP server at {address} refuses AUTH TLS ({answer}), and the target \
+                             requires TLS (tls = required)"
                         )));
                     }
                 }
-            } else {
-                Some("does not offer TLS (AUTH TLS)".to_string())
-            };
-            if let Some(why) = plain
-                && tls.mode == TlsMode::Required
-            {
-                return Err(StorageError::Failed(format!(
-                    "FTP server at {address} {why}, and the target requires TLS (tls = required)"
-                )));
+                Err(e) => return Err(failed("AUTH TLS", e)),
             }
         }
         stream
@@ -301,22 +291,7 @@ impl Ftp {
 
 #[cfg(test)]
 mod tests {
-    use super::{TlsMode, offers_tls};
-
-    #[test]
-    fn auth_tls_is_read_from_feat_answers() {
-        let features = |pairs: &[(&str, Option<&str>)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
-                .collect::<suppaftp::types::Features>()
-        };
-        assert!(offers_tls(&features(&[("AUTH", Some("TLS"))])));
-        assert!(offers_tls(&features(&[("auth", Some("SSL;TLS-C;TLS"))])));
-        assert!(!offers_tls(&features(&[("AUTH", Some("SSL"))])));
-        assert!(!offers_tls(&features(&[("MDTM", None), ("UTF8", None)])));
-        assert!(!offers_tls(&features(&[("AUTH", None)])));
-    }
+    use super::TlsMode;
 
     #[test]
     fn tls_modes_parse_and_name_the_choices() {

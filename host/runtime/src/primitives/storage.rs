@@ -2,8 +2,8 @@
 //! storage targets. Capability `storage`. A plugin names a target and says how to reach it (the
 //! provider logic is the plugin's); the host adds the target's credentials, which never enter Wasm,
 //! and its transport security: an FTP target's `tls` (`when-offered`, the default; `required`;
-//! `off`) and `tls-ca` (PEM certificates to trust) settings are the operator's, applied here, so no
-//! plugin can weaken them.
+//! `off`) and `tls-ca` (PEM certificates to trust) settings are the operator's, applied here, and an
+//! FTP or SFTP connection goes only to the target's own `host`, so no plugin can weaken either.
 //! Objects move between a target and host-side blobs, streamed, never through plugin memory.
 
 use std::collections::BTreeMap;
@@ -58,6 +58,29 @@ fn info(o: backend::ObjectInfo) -> ObjectInfo {
     }
 }
 
+/// An FTP or SFTP server to connect to: only the target's own `host`, so a plugin cannot take the
+/// target's credentials (an FTP password crosses the wire) to a server of its choosing.
+fn remote(
+    name: &str,
+    target: &StorageTarget,
+    r: crate::bindings::storage::RemoteSettings,
+) -> Result<backend::Remote, Fault> {
+    let configured = target.settings.get("host").map(|h| h.trim());
+    if configured.is_none_or(|h| !h.eq_ignore_ascii_case(&r.host)) {
+        return Err(Error::denied(format!(
+            "storage.connect: storage target {name:?} is on host {:?}, not {:?}",
+            configured.unwrap_or(""),
+            r.host
+        ))
+        .into());
+    }
+    Ok(backend::Remote {
+        host: r.host,
+        port: r.port,
+        directory: r.directory,
+    })
+}
+
 /// The operator's TLS settings of an FTP target.
 fn ftp_tls(settings: &BTreeMap<String, String>) -> Result<backend::FtpTls, StorageError> {
     let set = |key: &str| settings.get(key).filter(|v| !v.trim().is_empty());
@@ -110,18 +133,10 @@ impl Host for RunState {
                 path_style: s.path_style,
             },
             Protocol::Ftp(r) => backend::Protocol::Ftp(
-                backend::Remote {
-                    host: r.host,
-                    port: r.port,
-                    directory: r.directory,
-                },
+                remote(&target, &found, r)?,
                 ftp_tls(&found.settings).map_err(storage_fault)?,
             ),
-            Protocol::Sftp(r) => backend::Protocol::Sftp(backend::Remote {
-                host: r.host,
-                port: r.port,
-                directory: r.directory,
-            }),
+            Protocol::Sftp(r) => backend::Protocol::Sftp(remote(&target, &found, r)?),
         };
         let credentials = Credentials {
             user: found.user.clone(),
@@ -212,5 +227,36 @@ impl HostConnection for RunState {
     async fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
         RunState::delete(self, connection)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StorageTarget, remote};
+    use crate::bindings::storage::RemoteSettings;
+    use crate::settings::Secret;
+    use crate::state::Fault;
+
+    #[test]
+    fn credentials_go_only_to_the_targets_own_host() {
+        let target = StorageTarget {
+            settings: [("host".to_string(), "ftp.example.com".to_string())].into(),
+            user: "backup".into(),
+            secret: Secret::new("hunter2"),
+        };
+        let to = |host: &str| RemoteSettings {
+            host: host.into(),
+            port: 21,
+            directory: String::new(),
+        };
+        assert!(remote("offsite", &target, to("FTP.example.com")).is_ok());
+        let Err(Fault::Guest(err)) = remote("offsite", &target, to("collector.example.net")) else {
+            panic!("another host was accepted")
+        };
+        assert_eq!(err.kind(), "denied");
+        assert!(err.message().contains("ftp.example.com"), "{err:?}");
+        let mut hostless = target.clone();
+        hostless.settings.clear();
+        assert!(remote("offsite", &hostless, to("ftp.example.com")).is_err());
     }
 }
