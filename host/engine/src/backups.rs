@@ -246,11 +246,8 @@ impl Engine {
             RestoreSource::Backup(id) => *id,
             RestoreSource::Object { target, key } => {
                 self.store.storage_target(org_id, target)?;
-                if key.is_empty() || key.ends_with('/') {
-                    return Err(EngineError::Invalid(format!(
-                        "{key:?} is not an object key"
-                    )));
-                }
+                berth_primitives::storage::check_key(key)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?;
                 let inputs = serde_json::json!({ "target": target, "key": key });
                 return self.start_with(org_id, env_id, "restore", "api", |_| inputs);
             }
@@ -274,6 +271,7 @@ impl Engine {
             serde_json::json!({
                 "target": target.name,
                 "key": backup.key,
+                "recorded": true,
                 "size": backup.size,
                 "sha256": backup.sha256,
                 "manifest": backup.manifest,

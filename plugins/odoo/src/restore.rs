@@ -22,8 +22,8 @@ use berth_sdk::database::{self, DumpFormat};
 use berth_sdk::{Error, docker, operation, ssh, targets};
 
 use crate::backup::filestore;
-use crate::steps::{self, Outcome, Run, done, exec, inspect};
-use crate::{DATA_DIR, ODOO_CONTAINER};
+use crate::steps::{self, Outcome, Run, container_exec, done, exec, inspect};
+use crate::{DATA_DIR, DB_CONTAINER, ODOO_CONTAINER};
 
 /// The restore's steps, in the seed's order, then the clean-up.
 pub const STEPS: [&str; 8] = [
@@ -61,11 +61,19 @@ impl Inputs {
         Ok(Inputs {
             target: text("target")?,
             key: text("key")?,
-            recorded: inputs
-                .get("size")
-                .and_then(|v| v.as_u64())
-                .zip(inputs.get("sha256").and_then(|v| v.as_str()))
-                .map(|(size, sha256)| (size, sha256.to_string())),
+            recorded: match inputs.get("recorded").and_then(|v| v.as_bool()) {
+                Some(true) => Some(
+                    inputs
+                        .get("size")
+                        .and_then(|v| v.as_u64())
+                        .zip(inputs.get("sha256").and_then(|v| v.as_str()))
+                        .map(|(size, sha256)| (size, sha256.to_string()))
+                        .ok_or_else(|| {
+                            Error::invalid("a recorded backup without its size and SHA-256")
+                        })?,
+                ),
+                _ => None,
+            },
             version: inputs
                 .pointer("/manifest/version")
                 .and_then(|v| v.as_str())
@@ -161,19 +169,59 @@ fn download(run: &Run, inputs: &Inputs) -> Outcome {
 /// one line of JSON. Exit 2 means "refused".
 ///
 /// A dump is plain SQL or PostgreSQL's custom format (`PGDMP`), whether it is a zip's `dump.sql`
-/// or the whole file; a bare dump carries no filestore, so the current one stays.
+/// or the whole file; a dump with no filestore (bare, or a zip without `filestore/`) leaves the
+/// current one in place. A dump written by a newer `pg_dump` than the environment's client (`psql`,
+/// `pg_restore`) is refused: that client cannot read its format or its SQL. The dump's header says
+/// which `pg_dump` wrote it (the manifest's `pg_dump_version` or `pg_version` when it does not);
+/// `pg_dump` never dumps a server newer than itself, so this also covers the server.
 const EXTRACT_PY: &str = r#"
-import json, os, shutil, sys, zipfile
-src, work, dest, major = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+import json, os, re, shutil, sys, zipfile
+src, work, dest, major, client = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 def refuse(why):
     print(json.dumps({"refused": why})); sys.exit(2)
 def dump_name(head):
-    return "dump.dump" if head == b"PGDMP" else "dump.sql"
+    return "dump.dump" if head[:5] == b"PGDMP" else "dump.sql"
+def leading_number(text):
+    m = re.search(rb"(\d+)", text)
+    return m and int(m.group(1))
+def custom_writer(h):
+    # PGDMP, archive version (3 bytes), int size, offset size, format, compression (a byte from
+    # archive 1.15 on, an int before), creation time (7 ints), then strings: database, server
+    # version, pg_dump version. An int is a sign byte and int-size bytes, little-endian.
+    try:
+        size = h[8]
+        def integer(at):
+            v = int.from_bytes(h[at + 1:at + 1 + size], "little")
+            return -v if h[at] else v
+        at = 11 + (1 if (h[5], h[6]) >= (1, 15) else 1 + size) + 7 * (1 + size)
+        strings = []
+        for _ in range(3):
+            n = integer(at); at += 1 + size
+            if at + max(n, 0) > len(h):
+                return None
+            strings.append(h[at:at + max(n, 0)]); at += max(n, 0)
+        return leading_number(strings[2]) or leading_number(strings[1])
+    except IndexError:
+        return None
+def check_postgres(head, manifest):
+    if head[:5] == b"PGDMP":
+        theirs = custom_writer(head)
+    else:
+        m = (re.search(rb"^-- Dumped by pg_dump version (\d+)", head, re.M)
+             or re.search(rb"^-- Dumped from database version (\d+)", head, re.M))
+        theirs = m and int(m.group(1))
+    if theirs is None and manifest:
+        theirs = (leading_number(str(manifest.get("pg_dump_version", "")).encode())
+                  or leading_number(str(manifest.get("pg_version", "")).encode()))
+    if theirs is not None and theirs > client:
+        refuse("the dump was written by PostgreSQL %d's pg_dump, newer than this environment's "
+               "PostgreSQL %d client (upgrade the environment's PostgreSQL first)" % (theirs, client))
 with open(src, "rb") as f:
-    head = f.read(5)
+    head = f.read(4096)
 shutil.rmtree(work, ignore_errors=True); os.makedirs(work)
 shutil.rmtree(dest, ignore_errors=True)
-if head == b"PGDMP":
+if head[:5] == b"PGDMP":
+    check_postgres(head, None)
     shutil.copyfile(src, os.path.join(work, "dump.dump"))
     print(json.dumps({"format": "custom", "filestore": False, "files": 0, "bytes": 0,
                       "manifest": None}))
@@ -206,7 +254,9 @@ with z:
         if theirs > major:
             refuse("the backup is of Odoo %s, newer than this environment's %d.0" % (manifest.get("version"), major))
     with z.open("dump.sql") as f:
-        name = dump_name(f.read(5))
+        head = f.read(4096)
+    check_postgres(head, manifest)
+    name = dump_name(head)
     with z.open("dump.sql") as f, open(os.path.join(work, name), "wb") as out:
         shutil.copyfileobj(f, out, 1 << 20)
     files = total = 0
@@ -218,7 +268,8 @@ with z:
         with z.open(info) as f, open(target, "wb") as out:
             shutil.copyfileobj(f, out, 1 << 20)
         files += 1; total += info.file_size
-print(json.dumps({"format": "custom" if name == "dump.dump" else "plain", "filestore": True,
+print(json.dumps({"format": "custom" if name == "dump.dump" else "plain",
+                  "filestore": any(n.startswith("filestore/") for n in names),
                   "files": files, "bytes": total, "manifest": manifest}))
 "#;
 
@@ -285,6 +336,12 @@ fn one_off(
 
 fn extract(run: &Run) -> Outcome {
     let major = crate::series(&run.environment.odoo_version).map_or(0, |(m, _)| m);
+    // The client that will restore the dump: the environment's own PostgreSQL's.
+    let client = container_exec(DB_CONTAINER, &["pg_restore", "--version"], None)?;
+    let client_major = client
+        .split_whitespace()
+        .find_map(|word| word.split('.').next()?.parse::<u32>().ok())
+        .ok_or_else(|| Error::failed(format!("no version in `pg_restore --version`: {client}")))?;
     let command = [
         "python3",
         "-c",
@@ -293,6 +350,7 @@ fn extract(run: &Run) -> Outcome {
         WORK_DIR,
         &filestore(&aside(run, "restore")),
         &major.to_string(),
+        &client_major.to_string(),
     ]
     .map(String::from)
     .to_vec();
@@ -316,12 +374,13 @@ fn extract(run: &Run) -> Outcome {
         )));
     }
     let format = report["format"].as_str().unwrap_or("plain");
-    let with_filestore = report["filestore"].as_bool().unwrap_or(true);
+    let with_filestore = report["filestore"].as_bool().unwrap_or(false);
     operation::note("restore-format", format)?;
     operation::note("restore-filestore", &with_filestore.to_string())?;
     if !with_filestore {
         return done(format!(
-            "{format} database dump extracted; it carries no filestore, so the current one stays"
+            "{format} database dump extracted; the backup carries no filestore, so the current \
+             one stays"
         ));
     }
     done(format!(
@@ -354,6 +413,8 @@ fn databases() -> Result<Vec<String>, Error> {
 fn switch(run: &Run, back: bool) -> Result<(), Error> {
     let db = run.database();
     let (restored, previous) = (aside(run, "restore"), aside(run, "previous"));
+    // Everything that can fail before a rename, fails before it.
+    let with_filestore = extracted()?.1;
     let present = databases()?;
     if back {
         if present.iter().any(|d| d == db) {
@@ -369,7 +430,7 @@ fn switch(run: &Run, back: bool) -> Result<(), Error> {
         }
         database::rename_database(&restored, db)?;
     }
-    if !extracted()?.1 {
+    if !with_filestore {
         return Ok(());
     }
     // The same swap for the filestore, by a one-off container on the data volume (Odoo is
@@ -380,6 +441,7 @@ fn switch(run: &Run, back: bool) -> Result<(), Error> {
         (filestore(&restored), filestore(&previous))
     };
     let script = "set -e; current=\"$1\"; incoming=\"$2\"; outgoing=\"$3\"; \
+                  [ -d \"$incoming\" ] || { echo \"$incoming is missing\"; exit 1; }; \
                   rm -rf \"$outgoing\"; if [ -e \"$current\" ]; then mv \"$current\" \"$outgoing\"; fi; \
                   mv \"$incoming\" \"$current\"; echo switched";
     let command = ["sh", "-c", script, "sh", &filestore(db), &from, &to]

@@ -46,11 +46,13 @@ fn assert_ordering(env: &str, run: &Value) {
     let stopped = at("stop-environment", "finished_at");
     let restored = at("restore-data", "finished_at");
     let started = at("start-environment", "started_at");
-    let events = container_events(
-        &odoo_container(env),
-        at("download-backup", "started_at"),
-        restored + 5000,
-    );
+    let began = at("download-backup", "started_at");
+    // Docker's window is in whole seconds: what happened before the run (a deploy's restart) is
+    // left out here.
+    let events: Vec<_> = container_events(&odoo_container(env), began, restored + 5000)
+        .into_iter()
+        .filter(|(t, _)| *t >= began)
+        .collect();
     let died = events
         .iter()
         .filter(|(_, a)| a == "die")
@@ -182,12 +184,7 @@ async fn planted(
     sha256: Option<&str>,
     manifest: Value,
 ) -> i64 {
-    let connection = minio().await;
-    let full = format!("backups/acme/{key}");
-    connection
-        .put(&full, &mut std::io::Cursor::new(bytes.to_vec()))
-        .await
-        .unwrap();
+    upload(key, bytes).await;
     let store = &f.cp.engine.store;
     let env = store.environment_by_id(env_id).unwrap();
     let target = store.storage_target(env.organization_id, "minio").unwrap();
@@ -212,6 +209,18 @@ async fn planted(
         })
         .unwrap()
         .id
+}
+
+/// Puts `bytes` under `key` of the MinIO-preset target (under its prefix `backups/acme`).
+async fn upload(key: &str, bytes: &[u8]) {
+    minio()
+        .await
+        .put(
+            &format!("backups/acme/{key}"),
+            &mut std::io::Cursor::new(bytes.to_vec()),
+        )
+        .await
+        .unwrap();
 }
 
 /// The test bed's S3 server, as the MinIO-preset target reaches it (its prefix is `backups/acme`).
@@ -292,6 +301,18 @@ async fn bad_backups_are_refused_before_anything_stops_and_unhealthy_ones_switch
             "corrupted",
         ),
         (
+            "newer-postgres",
+            zip(&[(
+                "dump.sql",
+                b"--\n-- PostgreSQL database dump\n--\n\n-- Dumped from database version 99.1\n\
+                  -- Dumped by pg_dump version 99.1\n\nCREATE TABLE not_odoo (x int);\n",
+            )]),
+            None,
+            manifest.clone(),
+            "extract-backup",
+            "newer than this environment's PostgreSQL",
+        ),
+        (
             "not-a-zip",
             b"just some bytes".to_vec(),
             None,
@@ -370,7 +391,8 @@ fn custom_dump(env: &str) -> Vec<u8> {
 /// Objects of a target that Berth did not write restore too: a bare `pg_dump --format=c` (the
 /// database alone: restored by `pg_restore`, the current filestore stays), and an Odoo zip whose
 /// `dump.sql` is in custom format (the filestore comes from the zip). With the same ordering as any
-/// restore; an unknown target or no source at all is refused before a run starts.
+/// restore; a dump of a newer PostgreSQL is refused before anything stops; an unknown target or no
+/// source at all is refused before a run starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn custom_format_dumps_restore_from_objects_berth_did_not_write() {
     let f = fixture().await;
@@ -382,7 +404,6 @@ async fn custom_format_dumps_restore_from_objects_berth_did_not_write() {
     );
     let rows = partners(&env);
     let dump = custom_dump(&env);
-    let connection = minio().await;
 
     // A bare custom dump: the rows come back, the files written since stay.
     sql(
@@ -392,13 +413,7 @@ async fn custom_format_dumps_restore_from_objects_berth_did_not_write() {
     write_attachment(&env, "c0ffee0000", "written after the dump");
     let files = filestore(&env);
     let key = format!("imports/{env}.dump");
-    connection
-        .put(
-            &format!("backups/acme/{key}"),
-            &mut std::io::Cursor::new(dump.clone()),
-        )
-        .await
-        .unwrap();
+    upload(&key, &dump).await;
     let (status, run) = restore_from(&f, id, json!({ "target": "minio", "key": key }), None).await;
     assert_eq!(status, 202, "{run}");
     assert_eq!(run["status"], "succeeded", "{run:#}");
@@ -431,13 +446,7 @@ async fn custom_format_dumps_restore_from_objects_berth_did_not_write() {
         ("manifest.json", b"{\"version\": \"17.0\"}"),
     ]);
     let key = format!("imports/{env}-custom.zip");
-    connection
-        .put(
-            &format!("backups/acme/{key}"),
-            &mut std::io::Cursor::new(zipped),
-        )
-        .await
-        .unwrap();
+    upload(&key, &zipped).await;
     let (_, run) = restore_from(&f, id, json!({ "target": "minio", "key": key }), None).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
     assert_eq!(partners(&env), rows);
@@ -452,18 +461,41 @@ async fn custom_format_dumps_restore_from_objects_berth_did_not_write() {
     );
     assert!(odoo_running(&env));
 
-    // Refused before any run: an unknown target, and no source at all.
+    // A custom dump whose header says a newer pg_dump wrote it: refused before the stop. (Its
+    // header holds the server's version, then pg_dump's: the last of the two is changed.)
+    let server = sql(&env, "SHOW server_version");
+    let major = server.split('.').next().unwrap().trim();
+    assert_eq!(major.len(), 2, "{server}");
+    let mut newer = dump.clone();
+    let at = newer[..256]
+        .windows(server.trim().len())
+        .rposition(|w| w == server.trim().as_bytes())
+        .unwrap_or_else(|| panic!("{server} is not in the dump's header"));
+    newer[at..at + 2].copy_from_slice(b"99");
+    let key = format!("imports/{env}-newer.dump");
+    upload(&key, &newer).await;
+    let (_, run) = restore_from(&f, id, json!({ "target": "minio", "key": key }), None).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let error = step(&run, "extract-backup")["error"].as_str().unwrap();
+    assert!(
+        error.contains("written by PostgreSQL 99's pg_dump, newer than")
+            && error.contains("nothing was stopped"),
+        "{error}"
+    );
+    assert!(odoo_running(&env));
+    assert_eq!(partners(&env), rows);
+
+    // Refused before any run: an unknown target, a key leaving the target, no source at all.
     let runs = f.run_count(id).await;
-    let (status, answer) = restore_from(
-        &f,
-        id,
-        json!({ "target": "nowhere", "key": "x.dump" }),
-        None,
-    )
-    .await;
-    assert_eq!(status, 404, "{answer}");
-    let (status, answer) = restore_from(&f, id, json!({}), None).await;
-    assert_eq!(status, 422, "{answer}");
+    for (source, expected) in [
+        (json!({ "target": "nowhere", "key": "x.dump" }), 404),
+        (json!({ "target": "minio", "key": "../x.dump" }), 422),
+        (json!({}), 422),
+    ] {
+        let (status, answer) = restore_from(&f, id, source.clone(), None).await;
+        assert_eq!(status, expected, "{source}: {answer}");
+    }
+    let (_, answer) = restore_from(&f, id, json!({}), None).await;
     assert!(
         answer["error"].as_str().unwrap().contains("backup_id"),
         "{answer}"
