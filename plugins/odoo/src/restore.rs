@@ -176,7 +176,8 @@ fn download(run: &Run, inputs: &Inputs) -> Outcome {
 /// `pg_dump` never dumps a server newer than itself, so this also covers the server.
 const EXTRACT_PY: &str = r#"
 import json, os, re, shutil, sys, zipfile
-src, work, dest, major, client = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+src, work, dest = sys.argv[1], sys.argv[2], sys.argv[3]
+major, client = int(sys.argv[4]), int(sys.argv[5])
 def refuse(why):
     print(json.dumps({"refused": why})); sys.exit(2)
 def dump_name(head):
@@ -215,7 +216,8 @@ def check_postgres(head, manifest):
                   or leading_number(str(manifest.get("pg_version", "")).encode()))
     if theirs is not None and theirs > client:
         refuse("the dump was written by PostgreSQL %d's pg_dump, newer than this environment's "
-               "PostgreSQL %d client (upgrade the environment's PostgreSQL first)" % (theirs, client))
+               "PostgreSQL %d client (upgrade the environment's PostgreSQL first)"
+               % (theirs, client))
 with open(src, "rb") as f:
     head = f.read(4096)
 shutil.rmtree(work, ignore_errors=True); os.makedirs(work)
@@ -474,7 +476,8 @@ fn restore_data(run: &Run) -> Outcome {
         &format!("ALTER DATABASE \"{restored}\" OWNER TO \"{db}\""),
         &[],
     )?;
-    let (file, format) = if extracted()?.0 {
+    let (custom, with_filestore) = extracted()?;
+    let (file, format) = if custom {
         ("dump.dump", DumpFormat::Custom)
     } else {
         ("dump.sql", DumpFormat::Plain)
@@ -487,7 +490,7 @@ fn restore_data(run: &Run) -> Outcome {
     let bytes = dump.size();
     switch(run, false)?;
     operation::note("restore-switched", "true")?;
-    let with = if extracted()?.1 {
+    let with = if with_filestore {
         "with the filestore"
     } else {
         "(the current filestore stays)"

@@ -4,7 +4,6 @@
 //!
 //! Run: `./dev bench`. `BERTH_BENCH_STORAGE_MIB` sets the object's size (default 512).
 
-use std::path::Path;
 use std::time::Instant;
 
 use berth_e2e::{peak_rss_mib, testbed};
@@ -91,7 +90,7 @@ async fn bench() {
         peak_rss_mib()
     );
     for (name, protocol, credentials) in targets {
-        let connection = Connection::open(&protocol, &credentials, Path::new(&known_hosts))
+        let connection = Connection::open(&protocol, &credentials, &known_hosts)
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let key = format!("bench/{}.bin", std::process::id());

@@ -4,8 +4,8 @@
 //!
 //! Explicit FTPS (RFC 4217) whenever the server offers it: `AUTH TLS` before the password is sent,
 //! then `PROT P` so the data connections are encrypted too. A server offers TLS by accepting
-//! `AUTH TLS`; only that refusal lets a connection go on in plain FTP. The server's certificate is verified
-//! against the system's roots and the certificates the operator trusts for the target; a
+//! `AUTH TLS`; only that refusal lets a connection go on in plain FTP. The server's certificate is
+//! verified against the system's roots and the certificates the operator trusts for the target; a
 //! certificate that does not verify is an error, never a fall back to plain FTP.
 
 use std::str::FromStr;
