@@ -6,6 +6,11 @@
 //! re-exported here ([`files`], [`blobs`], [`secrets`], [`config`], [`ssh`], [`docker`],
 //! [`database`], [`storage`], [`targets`], [`archive`], [`git`], [`operation`]), each checked against the plugin's grants by the host.
 //!
+//! A lifecycle plugin is asked for the steps of an [`Operation`] (the WIT's enum, which converts to
+//! and from [`berth_contract::Operation`]), reads the run's typed [`RunInputs`] through
+//! [`operation::inputs`], and declares with [`Description::conventions`] what the host prepares
+//! for its runs.
+//!
 //! A complete hook plugin in twenty lines is `examples/hello-hook/src/lib.rs`.
 
 #[doc(hidden)]
@@ -14,7 +19,7 @@ pub use wit_bindgen;
 /// The export macro: `berth_sdk::export!(hook: MyPlugin)` or `berth_sdk::export!(lifecycle: MyPlugin)`.
 pub use berth_sdk_macros::export;
 
-/// The generated bindings of the contract's host interfaces (`berth:plugin@0.1.0`).
+/// The generated bindings of the contract's host interfaces (`berth:plugin@0.2.0`).
 pub mod bindings {
     wit_bindgen::generate!({
         world: "berth:plugin/host",
@@ -23,9 +28,13 @@ pub mod bindings {
     });
 }
 
+pub use bindings::berth::plugin::operation::{
+    BackupInputs, Push, RecordedBackup, RestoreInputs, Retention, RunInputs,
+};
 pub use bindings::berth::plugin::types::{
-    ArchiveInfo, ConfigKey, Description, Environment, Error, Event, NeutralizeRule, ObjectInfo,
-    Role, RunInfo, Server, Stage, StepContext, StepOutcome, Verdict,
+    ArchiveInfo, ConfigKey, Conventions, DatabaseService, Description, Environment, Error, Event,
+    NeutralizeRule, ObjectInfo, Operation, Role, RunInfo, Server, Stage, StepContext, StepOutcome,
+    Verdict,
 };
 pub use bindings::berth::plugin::{
     archive, blobs, config, database, docker, files, git, operation, secrets, ssh, storage, targets,
@@ -211,7 +220,7 @@ impl StorageTarget {
 
 /// A lifecycle plugin: an operation as ordered, named, idempotent steps.
 pub trait Lifecycle: Plugin {
-    fn steps(operation: String, environment: Environment) -> Result<Vec<String>, Error>;
+    fn steps(operation: Operation, environment: Environment) -> Result<Vec<String>, Error>;
     fn run_step(context: StepContext) -> Result<StepOutcome, Error>;
 }
 
@@ -226,6 +235,7 @@ impl Description {
             priority: 0,
             capabilities: Vec::new(),
             config: Vec::new(),
+            conventions: None,
         }
     }
 
@@ -268,6 +278,18 @@ impl Description {
         self
     }
 
+    /// Ask for each of `capabilities`, as [`Description::capability`] does.
+    pub fn capabilities(self, capabilities: &[&str]) -> Self {
+        capabilities.iter().fold(self, |d, c| d.capability(c))
+    }
+
+    /// What the host prepares for this lifecycle plugin's runs: the secrets it generates, how it
+    /// reaches the database, the default images. Only lifecycle plugins declare conventions.
+    pub fn conventions(mut self, conventions: Conventions) -> Self {
+        self.conventions = Some(conventions);
+        self
+    }
+
     /// Declare a configuration key, with an optional default.
     pub fn config_key(mut self, name: &str, description: &str, default: Option<&str>) -> Self {
         self.config.push(ConfigKey {
@@ -297,6 +319,15 @@ impl Error {
         Error::Unsupported(message.into())
     }
 
+    /// What a lifecycle plugin named `plugin` answers when asked for the steps of an operation it
+    /// does not perform.
+    pub fn unsupported_operation(plugin: &str, operation: Operation) -> Self {
+        Error::unsupported(format!(
+            "{plugin} does not perform {:?}",
+            operation.as_str()
+        ))
+    }
+
     /// The message, whatever the kind.
     pub fn message(&self) -> &str {
         match self {
@@ -312,6 +343,57 @@ impl Error {
     /// Whether the host refused the call for want of a grant.
     pub fn is_denied(&self) -> bool {
         matches!(self, Error::Denied(_))
+    }
+}
+
+/// The WIT's `operation` enum and [`berth_contract::Operation`] are the same list: each converts
+/// into the other, and its name is the contract's.
+impl From<Operation> for berth_contract::Operation {
+    fn from(operation: Operation) -> Self {
+        match operation {
+            Operation::FirstDeploy => Self::FirstDeploy,
+            Operation::Redeploy => Self::Redeploy,
+            Operation::AutoDeploy => Self::AutoDeploy,
+            Operation::Backup => Self::Backup,
+            Operation::Restore => Self::Restore,
+        }
+    }
+}
+
+impl From<berth_contract::Operation> for Operation {
+    fn from(operation: berth_contract::Operation) -> Self {
+        match operation {
+            berth_contract::Operation::FirstDeploy => Self::FirstDeploy,
+            berth_contract::Operation::Redeploy => Self::Redeploy,
+            berth_contract::Operation::AutoDeploy => Self::AutoDeploy,
+            berth_contract::Operation::Backup => Self::Backup,
+            berth_contract::Operation::Restore => Self::Restore,
+        }
+    }
+}
+
+impl Operation {
+    /// The name as the WIT, the API and the state spell it, e.g. `first-deploy`.
+    pub fn as_str(self) -> &'static str {
+        berth_contract::Operation::from(self).as_str()
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl RunInputs {
+    /// The kind of inputs, as the WIT names its case: `none`, `push`, `backup`, `restore`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunInputs::None => "none",
+            RunInputs::Push(_) => "push",
+            RunInputs::Backup(_) => "backup",
+            RunInputs::Restore(_) => "restore",
+        }
     }
 }
 
@@ -363,7 +445,7 @@ macro_rules! error {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        Description, Environment, Error, Event, Hook, Lifecycle, ObjectInfo, Plugin, StepContext,
-        StepOutcome, StorageBackend, Verdict, error, info, warn,
+        Description, Environment, Error, Event, Hook, Lifecycle, ObjectInfo, Operation, Plugin,
+        StepContext, StepOutcome, StorageBackend, Verdict, error, info, warn,
     };
 }

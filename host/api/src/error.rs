@@ -57,7 +57,8 @@ impl From<EngineError> for ApiError {
         match err {
             EngineError::State(e) => e.into(),
             EngineError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
-            EngineError::Setup(m) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+            // Everything else is the control plane's own failure: logged, not shown.
+            other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }
     }
 }
@@ -66,7 +67,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The details of an internal failure (paths, SQL) are for the operator's log only.
         if self.status.is_server_error() {
-            eprintln!("internal error: {}", self.message);
+            tracing::error!("internal error: {}", self.message);
             let body =
                 serde_json::json!({ "error": "internal error (see the control plane's log)" });
             return (self.status, Json(body)).into_response();

@@ -13,6 +13,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use berth_engine::Engine;
+use berth_runtime::{Operation, RunInputs};
 use berth_state::{NewEnvironment, NewGrant, NewRepository, NewServer, RepositoryLevel};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -304,11 +305,11 @@ async fn deploy(
 ) -> ApiResult<impl IntoResponse> {
     let environment = engine.store.environment(org, id)?;
     let operation = if environment.deployed {
-        "redeploy"
+        Operation::Redeploy
     } else {
-        "first-deploy"
+        Operation::FirstDeploy
     };
-    let run = engine.start(org, id, operation, "api", json!({}))?;
+    let run = engine.start(org, id, operation, "api", RunInputs::None)?;
     Ok((StatusCode::ACCEPTED, Json(run)))
 }
 

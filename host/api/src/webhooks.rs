@@ -16,6 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use berth_engine::Engine;
+use berth_runtime::{Operation, Push, RunInputs};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -129,10 +130,19 @@ fn push(
     if let Some(reason) = ignored {
         return Ok((StatusCode::ACCEPTED, Json(json!({ "ignored": reason }))));
     }
-    let inputs = json!({
-        "commit": commit, "branch": branch, "source": source, "repository": repository,
+    let inputs = RunInputs::Push(Push {
+        repository,
+        branch: branch.to_string(),
+        commit: commit.to_string(),
+        source: source.to_string(),
     });
-    let run = engine.start(env.organization_id, env.id, "auto-deploy", source, inputs)?;
+    let run = engine.start(
+        env.organization_id,
+        env.id,
+        Operation::AutoDeploy,
+        source,
+        inputs,
+    )?;
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::to_value(run).unwrap_or(Value::Null)),

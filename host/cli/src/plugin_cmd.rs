@@ -12,8 +12,8 @@ use std::time::Duration;
 use berth_runtime::audit::AuditSink;
 use berth_runtime::runlog::StderrLog;
 use berth_runtime::{
-    Capability, Environment, Event, Grant, Invocation, Limits, MemoryAudit, Plugin, RunInfo,
-    Runtime, RuntimeOptions, Scope, Server, Settings, Stage, Verdict,
+    Capability, Environment, Event, Grant, Invocation, Limits, MemoryAudit, Operation, Plugin,
+    RunInfo, Runtime, RuntimeOptions, Scope, Server, Settings, Stage, Verdict, Workspace,
 };
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -129,7 +129,7 @@ async fn inspect(file: PathBuf, as_json: bool, cache: CacheArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let d = plugin.description();
-    let role = berth_runtime::plugin::role_name(d.role);
+    let role = berth_runtime::description::role_name(d.role);
     let list = |items: Vec<String>| {
         if items.is_empty() {
             "(none)".to_string()
@@ -229,33 +229,25 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         }
         limits.memory = memory;
     }
-    let invocation = Invocation {
-        run: event.run.clone(),
-        grants: Arc::new(
-            grants
-                .into_iter()
-                .map(|capability| Grant {
-                    plugin: d.name.clone(),
-                    capability,
-                    scope: scope.clone(),
-                })
-                .collect(),
-        ),
-        settings: Arc::new(settings),
-        workspace: Some(
-            args.workspace
-                .clone()
-                .unwrap_or_else(|| scratch.path().to_path_buf()),
-        ),
-        audit: audit.clone() as Arc<dyn AuditSink>,
-        log: Arc::new(StderrLog),
-        limits,
-        server: None,
-        mirrors: None,
-        context: None,
-        storage: None,
-        targets: None,
-    };
+    let grants: Vec<Grant> = grants
+        .into_iter()
+        .map(|capability| Grant {
+            plugin: d.name.clone(),
+            capability,
+            scope: scope.clone(),
+        })
+        .collect();
+    let workspace = args
+        .workspace
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
+    let invocation = Invocation::new(event.run.clone())
+        .grants(grants)
+        .audit(audit.clone() as Arc<dyn AuditSink>)
+        .log(Arc::new(StderrLog))
+        .limits(limits)
+        .lend(Arc::new(settings))
+        .lend(Arc::new(Workspace::new(workspace)));
 
     let outcome = plugin.handle(&runtime, &invocation, &event).await;
     for record in audit.records() {
@@ -332,7 +324,10 @@ fn harness_event(point: &str, v: &Value) -> Result<Event, String> {
         point: point.to_string(),
         run: RunInfo {
             id: text(v, "run_id", "local-run")?,
-            operation: text(v, "operation", "redeploy")?,
+            operation: text(v, "operation", "redeploy")?
+                .parse::<Operation>()
+                .map_err(|e| format!("--event: {e}"))?
+                .into(),
             environment: Environment {
                 organization: text(&env, "organization", "local")?,
                 project: text(&env, "project", "demo")?,

@@ -33,6 +33,31 @@ pub struct ServeArgs {
     /// loopback, private addresses). For development only.
     #[arg(long)]
     allow_local_repositories: bool,
+    /// How the control plane logs to standard error: `human` lines, or `json` (one object per
+    /// line, with the run, step, organization, project and environment of each). `RUST_LOG`
+    /// filters (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, env = "BERTH_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Sends the control plane's `tracing` events to standard error. Spans carry the run's ids, so
+/// each line says which run and step it belongs to; secrets are never recorded as fields.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 fn open_store(data: &Path) -> anyhow::Result<Store> {
@@ -55,11 +80,7 @@ pub async fn engine(
         .await
         .with_context(|| format!("reading the plugin directory {}", plugins.display()))?;
     for failure in &failures {
-        eprintln!(
-            "plugin {} not loaded: {}",
-            failure.path.display(),
-            failure.error
-        );
+        tracing::warn!(path = %failure.path.display(), "plugin not loaded: {}", failure.error);
     }
     let config = EngineConfig {
         data_dir: data.to_path_buf(),
@@ -69,10 +90,11 @@ pub async fn engine(
 }
 
 pub async fn serve(args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
     match serve_inner(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            tracing::error!("{e:#}");
             ExitCode::from(1)
         }
     }
@@ -88,13 +110,13 @@ async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.description().label())
         .collect();
-    eprintln!("plugins: {}", names.join(", "));
+    tracing::info!("plugins: {}", names.join(", "));
     // Scheduled backups: every policy that is due starts its backup run.
     let _scheduler = berth_engine::backups::scheduler(&engine, std::time::Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
-    eprintln!(
+    tracing::info!(
         "berth serving http://{} (state {}, OpenAPI at /v1/openapi.json)",
         listener.local_addr()?,
         data.join("state.db").display()
@@ -117,7 +139,7 @@ fn first_start(store: &Store, data: &Path) -> anyhow::Result<()> {
     let (_, token) = store.create_token(org.id, "first start")?;
     let path = data.join("token");
     write_private(&path, &token)?;
-    eprintln!(
+    tracing::info!(
         "created organization `default`; its API token is in {}",
         path.display()
     );

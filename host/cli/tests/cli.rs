@@ -52,9 +52,9 @@ fn inspect_shows_role_contract_description_capabilities_and_imports() {
     for expected in [
         "misbehave 0.1.0",
         "role:          hook",
-        "contract:      berth:plugin@0.1.0",
+        "contract:      berth:plugin@0.2.0",
         "capabilities:  files, secret:token, ssh.exec, ssh.files, docker, database, database.dump, git",
-        "berth:plugin/files@0.1.0",
+        "berth:plugin/files@0.2.0",
     ] {
         assert!(
             stdout.contains(expected),
@@ -67,13 +67,13 @@ fn inspect_shows_role_contract_description_capabilities_and_imports() {
     assert_eq!(json["description"]["name"], "hello-hook");
     assert_eq!(json["description"]["role"], "hook");
     assert_eq!(json["description"]["config"][0]["default"], "hello");
-    assert_eq!(json["wit_version"], "0.1.0");
+    assert_eq!(json["wit_version"], "0.2.0");
     assert!(
         json["imports"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|i| i == "berth:plugin/log@0.1.0")
+            .any(|i| i == "berth:plugin/log@0.2.0")
     );
 }
 

@@ -15,10 +15,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use berth_contract::{backup_key, facts};
 use berth_runtime::settings::Secret;
 use berth_runtime::{
-    Capability, Grant, Invocation, Limits, Role, StorageTarget, StorageTargets, TargetBackend,
-    Targets,
+    BackupInputs, Capability, Grant, Invocation, Limits, Operation, RecordedBackup, RestoreInputs,
+    Retention, Role, RunInputs, StorageTarget, StorageTargets, TargetBackend, Targets,
 };
 use berth_state::{Backup, NewBackup, Run, StateError};
 
@@ -45,46 +46,14 @@ pub enum RestoreSource {
     Object { target: String, key: String },
 }
 
-/// The object key of a new backup: `<project>/<environment>/<UTC time>-run<id>.zip`. The time sorts
-/// and is what retention reads back.
-pub fn backup_key(project: &str, environment: &str, run_id: i64, unix_ms: i64) -> String {
-    let secs = unix_ms.div_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{project}/{environment}/{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z-run{run_id}.zip",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// The proleptic Gregorian date of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// The organization's storage targets, each behind its platform storage-backend plugin.
 pub(crate) fn targets_for(
     engine: &Arc<Engine>,
     org_id: i64,
     base: &Invocation,
-) -> Result<Targets, String> {
+) -> Result<Targets, EngineError> {
     let mut backends = BTreeMap::new();
-    for target in engine
-        .store
-        .storage_targets(org_id)
-        .map_err(|e| e.to_string())?
-    {
+    for target in engine.store.storage_targets(org_id)? {
         let Some(plugin) = engine
             .plugins
             .platform()
@@ -95,12 +64,9 @@ pub(crate) fn targets_for(
             // A target whose backend is not installed is simply not reachable in this run.
             continue;
         };
-        let secret = engine
-            .store
-            .storage_target_secret(target.id)
-            .map_err(|e| e.to_string())?;
+        let secret = engine.store.storage_target_secret(target.id)?;
         let scope = base.env_ref();
-        let grants = plugin
+        let grants: Vec<Grant> = plugin
             .description()
             .capabilities
             .iter()
@@ -126,18 +92,13 @@ pub(crate) fn targets_for(
             )]),
             known_hosts: engine.known_hosts.clone(),
         };
-        let invocation = Invocation {
-            grants: Arc::new(grants),
-            settings: Arc::default(),
-            workspace: None,
-            server: None,
-            mirrors: None,
-            context: None,
-            storage: Some(Arc::new(storage)),
-            targets: None,
-            limits: Limits::step(),
-            ..base.clone()
-        };
+        // The backend runs within the same run (its log, its audit) but is lent only the target.
+        let invocation = Invocation::new(base.run.clone())
+            .audit(base.audit.clone())
+            .log(base.log.clone())
+            .grants(grants)
+            .limits(Limits::step())
+            .lend(Arc::new(storage));
         backends.insert(target.name, TargetBackend { plugin, invocation });
     }
     Ok(Targets {
@@ -147,44 +108,38 @@ pub(crate) fn targets_for(
 }
 
 /// After a successful `backup` run: the backup's row, and the pruned ones marked.
-pub(crate) fn record(engine: &Engine, run: &Run, facts: &serde_json::Value) -> Result<(), String> {
-    let fact = |key: &str| facts.get(key).and_then(|v| v.as_str()).unwrap_or("");
-    let env = engine
-        .store
-        .environment_by_id(run.environment_id)
-        .map_err(|e| e.to_string())?;
+pub(crate) fn record(
+    engine: &Engine,
+    run: &Run,
+    recorded: &serde_json::Value,
+) -> Result<(), EngineError> {
+    let fact = |key: &str| recorded.get(key).and_then(|v| v.as_str()).unwrap_or("");
+    let env = engine.store.environment_by_id(run.environment_id)?;
     let target = engine
         .store
-        .storage_target(env.organization_id, fact("backup-target"))
-        .map_err(|e| e.to_string())?;
-    let size: u64 = fact("backup-size")
+        .storage_target(env.organization_id, fact(facts::BACKUP_TARGET))?;
+    let size: u64 = fact(facts::BACKUP_SIZE)
         .parse()
-        .map_err(|_| "the backup run recorded no size".to_string())?;
-    if fact("backup-key").is_empty() || fact("backup-sha256").len() != 64 {
-        return Err("the backup run recorded no key or checksum".into());
+        .map_err(|_| EngineError::BackupFacts("no size"))?;
+    if fact(facts::BACKUP_KEY).is_empty() || fact(facts::BACKUP_SHA256).len() != 64 {
+        return Err(EngineError::BackupFacts("no key or checksum"));
     }
-    engine
-        .store
-        .record_backup(NewBackup {
-            environment_id: env.id,
-            target_id: target.id,
-            run_id: run.id,
-            key: fact("backup-key").to_string(),
-            kind: if run.trigger == "schedule" {
-                "scheduled".into()
-            } else {
-                "manual".into()
-            },
-            size,
-            sha256: fact("backup-sha256").to_string(),
-            manifest: serde_json::from_str(fact("backup-manifest")).unwrap_or_default(),
-        })
-        .map_err(|e| e.to_string())?;
-    let pruned: Vec<String> = serde_json::from_str(fact("backup-pruned")).unwrap_or_default();
-    engine
-        .store
-        .mark_pruned(target.id, &pruned)
-        .map_err(|e| e.to_string())
+    engine.store.record_backup(NewBackup {
+        environment_id: env.id,
+        target_id: target.id,
+        run_id: run.id,
+        key: fact(facts::BACKUP_KEY).to_string(),
+        kind: if run.trigger == "schedule" {
+            "scheduled".into()
+        } else {
+            "manual".into()
+        },
+        size,
+        sha256: fact(facts::BACKUP_SHA256).to_string(),
+        manifest: serde_json::from_str(fact(facts::BACKUP_MANIFEST)).unwrap_or_default(),
+    })?;
+    let pruned: Vec<String> = serde_json::from_str(fact(facts::BACKUP_PRUNED)).unwrap_or_default();
+    Ok(engine.store.mark_pruned(target.id, &pruned)?)
 }
 
 impl Engine {
@@ -201,20 +156,17 @@ impl Engine {
         self.store.storage_target(org_id, target)?;
         let project = self.store.project(org_id, env.project_id)?;
         let policy = self.store.backup_policy(env_id)?;
-        let retention = policy.filter(|p| p.target == target).map(|p| {
-            serde_json::json!({
-                "daily": p.keep_daily,
-                "weekly": p.keep_weekly,
-                "monthly": p.keep_monthly,
-            })
+        let retention = policy.filter(|p| p.target == target).map(|p| Retention {
+            daily: p.keep_daily,
+            weekly: p.keep_weekly,
+            monthly: p.keep_monthly,
         });
-        let prefix = format!("{}/{}/", project.name, env.name);
-        self.start_with(org_id, env_id, "backup", trigger, |run_id| {
-            serde_json::json!({
-                "target": target,
-                "key": backup_key(&project.name, &env.name, run_id, berth_state::now_ms()),
-                "prefix": prefix,
-                "retention": retention,
+        self.start_with(org_id, env_id, Operation::Backup, trigger, |run_id| {
+            RunInputs::Backup(BackupInputs {
+                target: target.to_string(),
+                key: backup_key::format(&project.name, &env.name, run_id, berth_state::now_ms()),
+                prefix: backup_key::prefix(&project.name, &env.name),
+                retention,
             })
         })
     }
@@ -246,10 +198,14 @@ impl Engine {
             RestoreSource::Backup(id) => *id,
             RestoreSource::Object { target, key } => {
                 self.store.storage_target(org_id, target)?;
-                berth_primitives::storage::check_key(key)
+                berth_backends::storage::check_key(key)
                     .map_err(|e| EngineError::Invalid(e.to_string()))?;
-                let inputs = serde_json::json!({ "target": target, "key": key });
-                return self.start_with(org_id, env_id, "restore", "api", |_| inputs);
+                let inputs = RunInputs::Restore(RestoreInputs {
+                    target: target.clone(),
+                    key: key.clone(),
+                    recorded: None,
+                });
+                return self.start(org_id, env_id, Operation::Restore, "api", inputs);
             }
         };
         let backup: Backup = self.store.backup(env_id, backup_id)?;
@@ -267,16 +223,16 @@ impl Engine {
             .ok_or_else(|| {
                 StateError::NotFound(format!("the storage target of backup {backup_id}"))
             })?;
-        self.start_with(org_id, env_id, "restore", "api", |_| {
-            serde_json::json!({
-                "target": target.name,
-                "key": backup.key,
-                "recorded": true,
-                "size": backup.size,
-                "sha256": backup.sha256,
-                "manifest": backup.manifest,
-            })
-        })
+        let inputs = RunInputs::Restore(RestoreInputs {
+            target: target.name,
+            recorded: Some(RecordedBackup {
+                size: backup.size,
+                sha256: backup.sha256,
+                version: backup.manifest["version"].as_str().map(str::to_string),
+            }),
+            key: backup.key,
+        });
+        self.start(org_id, env_id, Operation::Restore, "api", inputs)
     }
 }
 
@@ -290,7 +246,7 @@ pub fn scheduler(engine: &Arc<Engine>, tick: Duration) -> tokio::task::JoinHandl
             interval.tick().await;
             let Some(engine) = weak.upgrade() else { return };
             if let Err(e) = start_due(&engine) {
-                eprintln!("backup scheduler: {e}");
+                tracing::error!("backup scheduler: {e}");
             }
         }
     })
@@ -310,33 +266,14 @@ fn start_due(engine: &Arc<Engine>) -> Result<(), EngineError> {
             continue;
         }
         match engine.start_backup(org_id, policy.environment_id, &policy.target, "schedule") {
-            Ok(run) => eprintln!(
-                "backup scheduler: run {} backs up environment {}",
-                run.id, policy.environment_id
+            Ok(run) => tracing::info!(
+                run = run.id,
+                environment = policy.environment_id,
+                "backup scheduler: a scheduled backup started"
             ),
             Err(EngineError::State(StateError::Busy { .. })) => {}
-            Err(e) => eprintln!(
-                "backup scheduler: environment {}: {e}",
-                policy.environment_id
-            ),
+            Err(e) => tracing::error!(environment = policy.environment_id, "backup scheduler: {e}"),
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backup_key;
-
-    #[test]
-    fn backup_keys_carry_the_utc_time_and_sort_by_it() {
-        // 2026-11-27 09:05:03 UTC
-        let key = backup_key("shop", "prod", 42, 1_795_770_303_000);
-        assert_eq!(key, "shop/prod/20261127T090503Z-run42.zip");
-        assert_eq!(
-            backup_key("p", "e", 1, 951_782_400_000),
-            "p/e/20000229T000000Z-run1.zip"
-        );
-        assert!(backup_key("p", "e", 9, 1_000) < backup_key("p", "e", 10, 2_000));
-    }
 }

@@ -6,8 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
-use berth_runtime::runlog::{Level, RunEvent};
-use berth_runtime::{AuditRecord, AuditSink, EnvironmentSettings, LogSink, Repository, RunContext};
+use berth_runtime::runlog::{RunEvent, level_name};
+use berth_runtime::{
+    AuditRecord, AuditSink, EnvironmentSettings, LogSink, Repository, RunContext, RunInputs,
+};
 use berth_state::{AuditEntry, EventKind, NewEvent};
 
 use crate::Engine;
@@ -27,7 +29,7 @@ pub struct RunCtx {
     pub(crate) settings: EnvironmentSettings,
     /// With the state's repository id of each.
     pub(crate) repositories: Vec<(i64, Repository)>,
-    pub(crate) inputs: serde_json::Value,
+    pub(crate) inputs: RunInputs,
     pub(crate) facts: Mutex<serde_json::Map<String, serde_json::Value>>,
     pub(crate) deployed: Mutex<HashMap<i64, String>>,
     pub(crate) host_time: Mutex<Duration>,
@@ -65,8 +67,8 @@ impl RunContext for RunCtx {
         self.repositories.iter().map(|(_, r)| r.clone()).collect()
     }
 
-    fn inputs(&self) -> String {
-        self.inputs.to_string()
+    fn inputs(&self) -> RunInputs {
+        self.inputs.clone()
     }
 
     fn note(&self, key: &str, value: &str) {
@@ -77,7 +79,7 @@ impl RunContext for RunCtx {
         if let Some(engine) = self.engine.upgrade() {
             let fact = serde_json::json!({ key: value });
             if let Err(e) = engine.store.merge_facts(self.run_id, fact) {
-                eprintln!("run {}: cannot record fact {key}: {e}", self.run_id);
+                tracing::error!(run = self.run_id, "cannot record fact {key}: {e}");
             }
         }
     }
@@ -155,13 +157,32 @@ impl LogSink for RunLog {
     }
 }
 
-fn level_name(level: Level) -> &'static str {
-    match level {
-        Level::Trace => "trace",
-        Level::Debug => "debug",
-        Level::Info => "info",
-        Level::Warn => "warn",
-        Level::Error => "error",
+/// The run's inputs as hooks see them in an event's payload: a JSON object.
+pub(crate) fn inputs_json(inputs: &RunInputs) -> serde_json::Value {
+    use serde_json::json;
+    match inputs {
+        RunInputs::None => json!({}),
+        RunInputs::Push(p) => json!({
+            "commit": p.commit, "branch": p.branch, "source": p.source, "repository": p.repository,
+        }),
+        RunInputs::Backup(b) => json!({
+            "target": b.target,
+            "key": b.key,
+            "prefix": b.prefix,
+            "retention": b.retention.as_ref().map(|r| json!({
+                "daily": r.daily, "weekly": r.weekly, "monthly": r.monthly,
+            })),
+        }),
+        RunInputs::Restore(r) => {
+            let mut value = json!({ "target": r.target, "key": r.key });
+            if let Some(recorded) = &r.recorded {
+                value["recorded"] = true.into();
+                value["size"] = recorded.size.into();
+                value["sha256"] = recorded.sha256.clone().into();
+                value["version"] = recorded.version.clone().into();
+            }
+            value
+        }
     }
 }
 

@@ -21,29 +21,28 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use berth_primitives::git::Mirrors;
-use berth_primitives::ssh::SshPool;
-use berth_runtime::Runtime;
+use berth_backends::git::Mirrors;
+use berth_backends::ssh::SshPool;
+use berth_runtime::{RunInputs, Runtime};
 use berth_state::{Run, RunStatus, StateError, Store};
 use tokio::sync::{Notify, broadcast};
+use tracing::Instrument;
 
+pub use berth_runtime::Operation;
 pub use plugins::Plugins;
 
-/// Which lifecycle plugin performs each operation by default.
-pub const OPERATIONS: [(&str, &str); 5] = [
-    ("first-deploy", "deploy"),
-    ("redeploy", "deploy"),
-    ("auto-deploy", "auto-deploy"),
-    ("backup", "backup"),
-    ("restore", "restore"),
-];
-
-/// Images used when an environment names none: the official ones, by version.
-pub fn default_odoo_image(version: &str) -> String {
-    format!("odoo:{version}")
+/// The platform lifecycle plugin that performs `operation`.
+pub const fn lifecycle_for(operation: Operation) -> &'static str {
+    match operation {
+        Operation::FirstDeploy | Operation::Redeploy => "deploy",
+        Operation::AutoDeploy => "auto-deploy",
+        Operation::Backup => "backup",
+        Operation::Restore => "restore",
+    }
 }
-pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:16";
 
+/// How the engine fails. Requests it refuses are [`EngineError::Invalid`] (the caller's to fix);
+/// the rest say which part of the control plane or of a run's world is missing or broken.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
@@ -52,6 +51,37 @@ pub enum EngineError {
     Invalid(String),
     #[error("{0}")]
     Setup(String),
+    #[error("the lifecycle plugin {plugin:?} for {operation} is not installed")]
+    NoLifecycle {
+        operation: Operation,
+        plugin: &'static str,
+    },
+    #[error(
+        "the lifecycle plugin {plugin} declares no conventions (its secrets, database, images)"
+    )]
+    NoConventions { plugin: String },
+    #[error("cannot use the SSH key {key:?}: {source}")]
+    SshKey {
+        key: String,
+        #[source]
+        source: berth_backends::ssh::SshError,
+    },
+    #[error("grant {id}: {message}")]
+    Grant { id: i64, message: String },
+    #[error("cannot create the run's workspace {path}: {source}")]
+    Workspace {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("planning {operation}: {source}")]
+    Plan {
+        operation: Operation,
+        #[source]
+        source: berth_runtime::InvokeError,
+    },
+    #[error("the backup run recorded {0}")]
+    BackupFacts(&'static str),
 }
 
 /// Where the engine keeps its files, and how it reaches servers.
@@ -98,10 +128,10 @@ impl Engine {
         let mirrors = Mirrors::new(&config.data_dir.join("mirrors"))
             .map_err(|e| setup("cannot open the repository mirrors", &e))?;
         for run in store.interrupt_unfinished()? {
-            eprintln!(
-                "run {} ({}) was interrupted: {}",
-                run.id,
-                run.operation,
+            tracing::warn!(
+                run = run.id,
+                operation = %run.operation,
+                "run was interrupted: {}",
                 run.error.as_deref().unwrap_or("")
             );
         }
@@ -118,23 +148,15 @@ impl Engine {
         }))
     }
 
-    /// The lifecycle plugin that performs `operation`.
-    pub fn lifecycle_for(operation: &str) -> Option<&'static str> {
-        OPERATIONS
-            .iter()
-            .find(|(op, _)| *op == operation)
-            .map(|(_, plugin)| *plugin)
-    }
-
     /// Starts `operation` on environment `env_id` of organization `org_id`: the run is created (or
     /// refused with `busy` when one is in progress) and executed in the background.
     pub fn start(
         self: &Arc<Self>,
         org_id: i64,
         env_id: i64,
-        operation: &str,
+        operation: Operation,
         trigger: &str,
-        inputs: serde_json::Value,
+        inputs: RunInputs,
     ) -> Result<Run, EngineError> {
         self.start_with(org_id, env_id, operation, trigger, |_| inputs)
     }
@@ -144,18 +166,15 @@ impl Engine {
         self: &Arc<Self>,
         org_id: i64,
         env_id: i64,
-        operation: &str,
+        operation: Operation,
         trigger: &str,
-        inputs: impl FnOnce(i64) -> serde_json::Value,
+        inputs: impl FnOnce(i64) -> RunInputs,
     ) -> Result<Run, EngineError> {
-        if Self::lifecycle_for(operation).is_none() {
-            return Err(EngineError::Invalid(format!(
-                "unknown operation {operation:?}"
-            )));
-        }
         self.store.environment(org_id, env_id)?;
         let facts = serde_json::json!({});
-        let run = self.store.create_run(env_id, operation, trigger, facts)?;
+        let run = self
+            .store
+            .create_run(env_id, operation.as_str(), trigger, facts)?;
         let (events, _) = broadcast::channel(1024);
         let cancel = Arc::new(Notify::new());
         self.live.lock().unwrap().insert(
@@ -172,12 +191,22 @@ impl Engine {
             // The run in its own task, so that even a panic (a bug) ends the run as failed instead
             // of leaving the environment busy forever.
             let worker = engine.clone();
-            let outcome =
-                tokio::spawn(async move { run::execute(&worker, run_id, inputs, cancel).await })
-                    .await;
+            let span = tracing::info_span!(
+                "run",
+                run = run_id,
+                %operation,
+                organization = tracing::field::Empty,
+                project = tracing::field::Empty,
+                environment = tracing::field::Empty,
+            );
+            let outcome = tokio::spawn(
+                async move { run::execute(&worker, run_id, operation, inputs, cancel).await }
+                    .instrument(span.clone()),
+            )
+            .await;
             if let Err(e) = outcome {
                 let error = format!("the control plane failed during the run: {e}");
-                eprintln!("run {run_id}: {error}");
+                span.in_scope(|| tracing::error!("{error}"));
                 run::finish(&engine, run_id, RunStatus::Failed, Some(&error));
             }
             engine
@@ -220,7 +249,7 @@ impl Engine {
                     let _ = live.events.send(stored);
                 }
             }
-            Err(e) => eprintln!("run {run_id}: cannot record an event: {e}"),
+            Err(e) => tracing::error!(run = run_id, "cannot record an event: {e}"),
         }
     }
 
@@ -243,8 +272,12 @@ impl Engine {
         if path.exists() {
             return Err(StateError::Conflict(format!("SSH key {name:?}")).into());
         }
-        berth_primitives::ssh::generate_key(&path, &format!("berth-org-{org_id}-{name}"))
-            .map_err(|e| EngineError::Setup(e.to_string()))
+        berth_backends::ssh::generate_key(&path, &format!("berth-org-{org_id}-{name}")).map_err(
+            |source| EngineError::SshKey {
+                key: name.to_string(),
+                source,
+            },
+        )
     }
 
     /// The public key of the organization's SSH key `name`.
@@ -253,20 +286,27 @@ impl Engine {
         if !path.exists() {
             return Err(StateError::NotFound(format!("SSH key {name:?}")).into());
         }
-        berth_primitives::ssh::public_key(&path).map_err(|e| EngineError::Setup(e.to_string()))
+        berth_backends::ssh::public_key(&path).map_err(|source| EngineError::SshKey {
+            key: name.to_string(),
+            source,
+        })
     }
 
     /// The SSH pool for a private key (one per key the servers use).
-    fn pool(&self, key: &std::path::Path) -> Result<Arc<SshPool>, String> {
+    fn pool(&self, key: &std::path::Path) -> Result<Arc<SshPool>, EngineError> {
         let mut pools = self.pools.lock().unwrap();
         if let Some(pool) = pools.get(key) {
             return Ok(pool.clone());
         }
-        let pool = Arc::new(SshPool::new(key, &self.known_hosts).map_err(|e| {
-            format!(
-                "cannot use the SSH key {:?}: {e}",
-                key.file_name().unwrap_or_default()
-            )
+        let pool = Arc::new(SshPool::new(key, &self.known_hosts).map_err(|source| {
+            EngineError::SshKey {
+                key: key
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                source,
+            }
         })?);
         pools.insert(key.to_path_buf(), pool.clone());
         Ok(pool)

@@ -88,7 +88,7 @@ impl Plugins {
             return Err(EngineError::Invalid(format!(
                 "{} is a {} plugin; organizations upload hook plugins",
                 description.label(),
-                berth_runtime::plugin::role_name(description.role)
+                berth_runtime::description::role_name(description.role)
             )));
         }
         if self.platform.get(&description.name).is_some() {
@@ -125,7 +125,7 @@ impl Plugins {
         let records = match store.uploaded_plugins() {
             Ok(records) => records,
             Err(e) => {
-                eprintln!("cannot list uploaded plugins: {e}");
+                tracing::error!("cannot list uploaded plugins: {e}");
                 return;
             }
         };
@@ -134,16 +134,17 @@ impl Plugins {
                 continue;
             };
             if self.platform.get(&record.name).is_some() {
-                eprintln!(
-                    "uploaded plugin {} of organization {org_id} not loaded: a platform plugin has its name",
-                    record.name
+                tracing::warn!(
+                    plugin = %record.name,
+                    organization = org_id,
+                    "uploaded plugin not loaded: a platform plugin has its name"
                 );
                 continue;
             }
             match runtime.load_file(Path::new(&record.path)).await {
-                Ok(plugin) if plugin.hash() != record.sha256 => eprintln!(
-                    "uploaded plugin {} not loaded: its file changed since it was uploaded",
-                    record.path
+                Ok(plugin) if plugin.hash() != record.sha256 => tracing::warn!(
+                    path = %record.path,
+                    "uploaded plugin not loaded: its file changed since it was uploaded"
                 ),
                 Ok(plugin) => {
                     let mut uploaded = self.uploaded.write().unwrap();
@@ -151,7 +152,7 @@ impl Plugins {
                     list.retain(|p| p.name() != plugin.name());
                     list.push(Arc::new(plugin));
                 }
-                Err(e) => eprintln!("uploaded plugin {} does not load: {e}", record.path),
+                Err(e) => tracing::warn!(path = %record.path, "uploaded plugin does not load: {e}"),
             }
         }
     }

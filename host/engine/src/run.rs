@@ -10,30 +10,25 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use berth_primitives::database::DbAccess;
-use berth_primitives::docker::Scope;
-use berth_primitives::ssh::Target;
+use berth_backends::database::DbAccess;
+use berth_backends::docker::Scope;
+use berth_backends::ssh::Target;
 use berth_runtime::settings::Secret;
 use berth_runtime::{
-    Capability, Environment, EnvironmentSettings, Event, Grant, Invocation, Limits, Repository,
-    RepositoryLevel, Resources, RunInfo, Server, ServerAccess, Settings, Stage, StepContext,
-    StepOutcome,
+    Capability, Conventions, Environment, EnvironmentSettings, Event, Grant, Invocation, Limits,
+    Operation, Plugin, Repository, RepositoryLevel, Resources, RunContext, RunInfo, RunInputs,
+    Server, ServerAccess, Settings, Stage, StepContext, StepOutcome, Workspace,
 };
 use berth_state::{EventKind, NewEvent, RunStatus, StepStatus};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::context::{RunAudit, RunCtx, RunLog};
-use crate::{DEFAULT_POSTGRES_IMAGE, Engine, default_odoo_image, random_secret};
-
-/// The environment's PostgreSQL container, as the default lifecycle plugins name it; the database
-/// primitive reaches it at its address on the environment's network.
-const DB_CONTAINER: &str = "db";
-
-/// The secrets every environment has, generated on its first run.
-const ENVIRONMENT_SECRETS: [&str; 2] = ["postgres-password", "odoo-db-password"];
+use crate::{Engine, EngineError, lifecycle_for, random_secret};
 
 /// Everything a run's invocations share.
 struct Prepared {
+    lifecycle: Arc<Plugin>,
     invocation: Invocation,
     context: Arc<RunCtx>,
     log: Arc<RunLog>,
@@ -44,7 +39,8 @@ struct Prepared {
 pub(crate) async fn execute(
     engine: &Arc<Engine>,
     run_id: i64,
-    inputs: serde_json::Value,
+    operation: Operation,
+    inputs: RunInputs,
     cancel: Arc<Notify>,
 ) {
     if let Err(e) = engine.store.start_run(run_id) {
@@ -52,14 +48,13 @@ pub(crate) async fn execute(
         return finish(engine, run_id, RunStatus::Failed, Some(&error));
     }
     announce(engine, run_id, "run started");
-    let prepared = match prepare(engine, run_id, inputs) {
+    let prepared = match prepare(engine, run_id, operation, inputs) {
         Ok(prepared) => prepared,
-        Err(error) => return finish(engine, run_id, RunStatus::Failed, Some(&error)),
+        Err(error) => return finish(engine, run_id, RunStatus::Failed, Some(&error.to_string())),
     };
-    let (status, error) = steps(engine, &prepared, cancel).await;
+    let (status, error) = steps(engine, &prepared, operation, cancel).await;
     let hooks = engine.plugins.hooks_for(prepared.org_id);
-    let mut invocation = prepared.invocation.clone();
-    invocation.limits = Limits::default();
+    let invocation = prepared.invocation.clone().limits(Limits::default());
     let (point, failure) = match status {
         RunStatus::Succeeded => ("on-success", None),
         _ => ("on-failure", error.clone()),
@@ -77,30 +72,20 @@ pub(crate) async fn execute(
 async fn steps(
     engine: &Arc<Engine>,
     prepared: &Prepared,
+    operation: Operation,
     cancel: Arc<Notify>,
 ) -> (RunStatus, Option<String>) {
     let run_id = prepared.context.run_id;
-    let operation = prepared.invocation.run.operation.clone();
-    let plugin_name = Engine::lifecycle_for(&operation).unwrap_or_default();
-    let Some(lifecycle) = engine.plugins.lifecycle(plugin_name) else {
-        return (
-            RunStatus::Failed,
-            Some(format!(
-                "the lifecycle plugin {plugin_name:?} for {operation} is not installed"
-            )),
-        );
-    };
+    let lifecycle = &prepared.lifecycle;
     let invocation = &prepared.invocation;
     let names = match lifecycle
-        .steps(&engine.runtime, invocation, &operation)
+        .steps(&engine.runtime, invocation, operation.into())
         .await
     {
         Ok(names) => names,
-        Err(e) => {
-            return (
-                RunStatus::Failed,
-                Some(format!("planning {operation}: {e}")),
-            );
+        Err(source) => {
+            let error = EngineError::Plan { operation, source };
+            return (RunStatus::Failed, Some(error.to_string()));
         }
     };
     if let Err(e) = engine.store.plan_steps(run_id, &names) {
@@ -111,8 +96,7 @@ async fn steps(
     }
     announce(engine, run_id, &format!("plan: {}", names.join(", ")));
     let hooks = engine.plugins.hooks_for(prepared.org_id);
-    let mut hook_invocation = invocation.clone();
-    hook_invocation.limits = Limits::default();
+    let hook_invocation = invocation.clone().limits(Limits::default());
 
     // Stops the run: the steps not run are marked cancelled.
     let stop = |status: RunStatus, error: String| {
@@ -160,8 +144,11 @@ async fn steps(
         };
         prepared.context.take_host_time();
         let started = Instant::now();
+        let step = lifecycle
+            .run_step(&engine.runtime, invocation, &context)
+            .instrument(tracing::info_span!("step", step = %name));
         let outcome = tokio::select! {
-            outcome = lifecycle.run_step(&engine.runtime, invocation, &context) => Some(outcome),
+            outcome = step => Some(outcome),
             () = cancel.notified() => None,
         };
         let wall = started.elapsed();
@@ -209,7 +196,7 @@ async fn steps(
         .store
         .set_deployed_revisions(env_id, &revisions)
         .and_then(|()| {
-            if operation.ends_with("deploy") {
+            if operation.deploys() {
                 engine.store.set_deployed(env_id)
             } else {
                 Ok(())
@@ -221,12 +208,12 @@ async fn steps(
             Some(format!("cannot record the deployed commits: {e}")),
         );
     }
-    if operation == "backup" {
+    if operation == Operation::Backup {
         let facts = prepared.context.facts_value();
         let recorded = engine
             .store
             .run_by_id(run_id)
-            .map_err(|e| e.to_string())
+            .map_err(EngineError::from)
             .and_then(|run| crate::backups::record(engine, &run, &facts));
         if let Err(e) = recorded {
             return (
@@ -238,92 +225,46 @@ async fn steps(
     (RunStatus::Succeeded, None)
 }
 
-/// Assembles the run's invocation from the state.
+/// Assembles the run's world from the state: its lifecycle plugin, and the invocation that lends
+/// each capability its context — the server, the mirrors, the run's record, the workspace, the
+/// secrets, the storage targets.
 fn prepare(
     engine: &Arc<Engine>,
     run_id: i64,
-    inputs: serde_json::Value,
-) -> Result<Prepared, String> {
+    operation: Operation,
+    inputs: RunInputs,
+) -> Result<Prepared, EngineError> {
     let store = &engine.store;
-    let run = store.run_by_id(run_id).map_err(|e| e.to_string())?;
-    let env = store
-        .environment_by_id(run.environment_id)
-        .map_err(|e| e.to_string())?;
-    let org = store
-        .organization(env.organization_id)
-        .map_err(|e| e.to_string())?;
-    let project = store
-        .project(env.organization_id, env.project_id)
-        .map_err(|e| e.to_string())?;
-    let server = store
-        .server(env.organization_id, env.server_id)
-        .map_err(|e| e.to_string())?;
+    let plugin = lifecycle_for(operation);
+    let lifecycle = engine
+        .plugins
+        .lifecycle(plugin)
+        .ok_or(EngineError::NoLifecycle { operation, plugin })?;
+    let conventions =
+        lifecycle
+            .description()
+            .conventions
+            .clone()
+            .ok_or_else(|| EngineError::NoConventions {
+                plugin: lifecycle.description().label(),
+            })?;
+    let run = store.run_by_id(run_id)?;
+    let env = store.environment_by_id(run.environment_id)?;
+    let org = store.organization(env.organization_id)?;
+    let project = store.project(env.organization_id, env.project_id)?;
+    let server = store.server(env.organization_id, env.server_id)?;
+    let span = tracing::Span::current();
+    span.record("organization", org.name.as_str());
+    span.record("project", project.name.as_str());
+    span.record("environment", env.name.as_str());
 
-    for name in ENVIRONMENT_SECRETS {
-        if store
-            .secret(env.id, name)
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            store
-                .set_secret(env.id, name, &random_secret())
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    let secrets: Vec<(String, String)> = store.secrets(env.id).map_err(|e| e.to_string())?;
-    let postgres_password = secrets
-        .iter()
-        .find(|(n, _)| n == "postgres-password")
-        .map(|(_, v)| v.clone())
+    let settings = secrets(engine, env.id, &conventions)?;
+    let database_password = settings
+        .secrets
+        .get(&conventions.database.password_secret)
+        .map(|s| s.expose().to_string())
         .unwrap_or_default();
-    let mut settings = Settings::default();
-    for (name, value) in secrets {
-        settings.secrets.insert(name, Secret::new(value));
-    }
-
-    let branch = env.branch.clone().unwrap_or_else(|| "main".into());
-    let deployed = store
-        .deployed_revisions(env.id)
-        .map_err(|e| e.to_string())?;
-    // A push pins the repository it was made to, at the commit pushed.
-    let pinned = inputs["commit"].as_str().map(str::to_string);
-    let pushed = inputs["repository"].as_str().map(str::to_string);
-    let repositories = store
-        .repositories_for(env.id)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|r| {
-            let level = match r.level {
-                berth_state::RepositoryLevel::Platform => RepositoryLevel::Platform,
-                berth_state::RepositoryLevel::Organization => RepositoryLevel::Organization,
-                berth_state::RepositoryLevel::Project => RepositoryLevel::Project,
-            };
-            let is_project = level == RepositoryLevel::Project;
-            let repository = Repository {
-                name: r.name.clone(),
-                level,
-                url: r.url.clone(),
-                branch: r.branch.clone().unwrap_or_else(|| {
-                    if is_project {
-                        branch.clone()
-                    } else {
-                        "main".into()
-                    }
-                }),
-                deployed: deployed
-                    .iter()
-                    .find(|(id, _)| *id == r.id)
-                    .map(|(_, c)| c.clone()),
-                pinned: if pushed.as_deref() == Some(r.name.as_str()) {
-                    pinned.clone()
-                } else {
-                    None
-                },
-            };
-            (r.id, repository)
-        })
-        .collect();
-
+    let repositories = repositories(engine, &env, &inputs)?;
     let scope = Scope::environment(&org.name, &project.name, &env.name);
     let environment_settings = EnvironmentSettings {
         dev_mode: env.dev_mode,
@@ -336,11 +277,11 @@ fn prepare(
         odoo_image: env
             .odoo_image
             .clone()
-            .unwrap_or_else(|| default_odoo_image(&env.odoo_version)),
+            .unwrap_or_else(|| conventions.app_image(&env.odoo_version)),
         postgres_image: env
             .postgres_image
             .clone()
-            .unwrap_or_else(|| DEFAULT_POSTGRES_IMAGE.into()),
+            .unwrap_or_else(|| conventions.default_database_image.clone()),
         http_port: env.http_port,
         directory: scope.root.clone(),
     };
@@ -379,84 +320,165 @@ fn prepare(
         },
     };
     let env_scope = berth_runtime::Scope::environment(&org.name, &project.name, &env.name);
+    let grants = grants(engine, env.id, &env_scope)?;
+    let key = engine.ssh_key_path(env.organization_id, &server.ssh_key)?;
+    let pool = engine.pool(&key)?;
+    let workspace = engine.data_dir().join("runs").join(run_id.to_string());
+    std::fs::create_dir_all(&workspace).map_err(|source| EngineError::Workspace {
+        path: workspace.clone(),
+        source,
+    })?;
+    let database = &conventions.database;
+    let invocation = Invocation::new(RunInfo {
+        id: run_id.to_string(),
+        operation: operation.into(),
+        environment,
+    })
+    .grants(grants)
+    .audit(Arc::new(RunAudit {
+        engine: Arc::downgrade(engine),
+        run_id,
+    }))
+    .log(log.clone())
+    .limits(Limits::step())
+    .lend(Arc::new(settings))
+    .lend(Arc::new(Workspace::new(workspace)))
+    .lend(Arc::new(ServerAccess {
+        pool,
+        target: Target {
+            name: server.name.clone(),
+            host: server.host.clone(),
+            port: server.port,
+            user: server.user.clone(),
+        },
+        database: Some(DbAccess {
+            host: String::new(),
+            port: database.port,
+            user: database.user.clone(),
+            password: database_password,
+            container: database.container.clone(),
+        }),
+    }))
+    .lend(engine.mirrors.clone())
+    .lend::<dyn RunContext>(context.clone());
+    let targets = crate::backups::targets_for(engine, env.organization_id, &invocation)?;
+    let invocation = invocation.lend(Arc::new(targets));
+    Ok(Prepared {
+        lifecycle,
+        invocation,
+        context,
+        log,
+        org_id: env.organization_id,
+    })
+}
+
+/// The environment's secrets, after generating those the lifecycle's conventions name and the
+/// environment lacks.
+fn secrets(
+    engine: &Engine,
+    env_id: i64,
+    conventions: &Conventions,
+) -> Result<Settings, EngineError> {
+    let store = &engine.store;
+    for name in &conventions.generated_secrets {
+        if store.secret(env_id, name)?.is_none() {
+            store.set_secret(env_id, name, &random_secret())?;
+        }
+    }
+    let mut settings = Settings::default();
+    for (name, value) in store.secrets(env_id)? {
+        settings.secrets.insert(name, Secret::new(value));
+    }
+    Ok(settings)
+}
+
+/// The environment's repositories at the three levels, each with the commit it last deployed
+/// and, for the one a push was made to, the commit pushed.
+fn repositories(
+    engine: &Engine,
+    env: &berth_state::Environment,
+    inputs: &RunInputs,
+) -> Result<Vec<(i64, Repository)>, EngineError> {
+    let store = &engine.store;
+    let branch = env.branch.clone().unwrap_or_else(|| "main".into());
+    let deployed = store.deployed_revisions(env.id)?;
+    let push = match inputs {
+        RunInputs::Push(push) => Some(push),
+        _ => None,
+    };
+    let repositories = store
+        .repositories_for(env.id)?
+        .into_iter()
+        .map(|r| {
+            let level = match r.level {
+                berth_state::RepositoryLevel::Platform => RepositoryLevel::Platform,
+                berth_state::RepositoryLevel::Organization => RepositoryLevel::Organization,
+                berth_state::RepositoryLevel::Project => RepositoryLevel::Project,
+            };
+            let is_project = level == RepositoryLevel::Project;
+            let repository = Repository {
+                name: r.name.clone(),
+                level,
+                url: r.url.clone(),
+                branch: r.branch.clone().unwrap_or_else(|| {
+                    if is_project {
+                        branch.clone()
+                    } else {
+                        "main".into()
+                    }
+                }),
+                deployed: deployed
+                    .iter()
+                    .find(|(id, _)| *id == r.id)
+                    .map(|(_, c)| c.clone()),
+                pinned: push
+                    .filter(|p| p.repository.as_deref() == Some(r.name.as_str()))
+                    .map(|p| p.commit.clone()),
+            };
+            (r.id, repository)
+        })
+        .collect();
+    Ok(repositories)
+}
+
+/// What each plugin may do in this run: the platform's lifecycle plugins hold what they declare
+/// (the platform team vouches for them); hook plugins what an operator granted for this
+/// environment (or wider).
+fn grants(
+    engine: &Engine,
+    env_id: i64,
+    scope: &berth_runtime::Scope,
+) -> Result<Vec<Grant>, EngineError> {
     let mut grants = Vec::new();
-    // The platform's lifecycle plugins hold what they declare; the platform team vouches for them.
     for plugin in engine.plugins.platform().iter() {
         if plugin.description().role == berth_runtime::Role::Lifecycle {
             for capability in &plugin.description().capabilities {
                 grants.push(Grant {
                     plugin: plugin.name().to_string(),
                     capability: capability.clone(),
-                    scope: env_scope.clone(),
+                    scope: scope.clone(),
                 });
             }
         }
     }
-    // Hook plugins hold what an operator granted for this environment (or wider).
-    for grant in store.grants_for(env.id).map_err(|e| e.to_string())? {
-        let capability: Capability = grant
-            .capability
-            .parse()
-            .map_err(|e| format!("grant {}: {e}", grant.id))?;
+    for grant in engine.store.grants_for(env_id)? {
+        let capability: Capability =
+            grant
+                .capability
+                .parse()
+                .map_err(
+                    |e: berth_runtime::grants::UnknownCapability| EngineError::Grant {
+                        id: grant.id,
+                        message: e.to_string(),
+                    },
+                )?;
         grants.push(Grant {
             plugin: grant.plugin,
             capability,
-            scope: env_scope.clone(),
+            scope: scope.clone(),
         });
     }
-    let key = engine
-        .ssh_key_path(env.organization_id, &server.ssh_key)
-        .map_err(|e| e.to_string())?;
-    let pool = engine.pool(&key)?;
-    let workspace = engine.data_dir().join("runs").join(run_id.to_string());
-    std::fs::create_dir_all(&workspace).map_err(|e| format!("cannot create the workspace: {e}"))?;
-    let invocation = Invocation {
-        run: RunInfo {
-            id: run_id.to_string(),
-            operation: run.operation.clone(),
-            environment,
-        },
-        grants: Arc::new(grants),
-        settings: Arc::new(settings),
-        workspace: Some(workspace),
-        audit: Arc::new(RunAudit {
-            engine: Arc::downgrade(engine),
-            run_id,
-        }),
-        log: log.clone(),
-        limits: Limits::step(),
-        server: Some(ServerAccess {
-            pool,
-            target: Target {
-                name: server.name.clone(),
-                host: server.host.clone(),
-                port: server.port,
-                user: server.user.clone(),
-            },
-            database: Some(DbAccess {
-                host: String::new(),
-                port: 5432,
-                user: "postgres".into(),
-                password: postgres_password,
-                container: DB_CONTAINER.into(),
-            }),
-        }),
-        mirrors: Some(engine.mirrors.clone()),
-        context: Some(context.clone()),
-        storage: None,
-        targets: None,
-    };
-    let targets = crate::backups::targets_for(engine, env.organization_id, &invocation)?;
-    let invocation = Invocation {
-        targets: Some(Arc::new(targets)),
-        ..invocation
-    };
-    Ok(Prepared {
-        invocation,
-        context,
-        log,
-        org_id: env.organization_id,
-    })
+    Ok(grants)
 }
 
 fn hook_event(
@@ -467,7 +489,7 @@ fn hook_event(
     context: &RunCtx,
 ) -> Event {
     let payload = serde_json::json!({
-        "inputs": context.inputs,
+        "inputs": crate::context::inputs_json(&context.inputs),
         "facts": context.facts_value(),
     });
     Event {
@@ -539,7 +561,7 @@ fn end_step(engine: &Engine, run_id: i64, position: u32, name: &str, ending: End
 /// end, and a control plane that cannot write at all fails that final write loudly).
 fn logged(run_id: i64, result: Result<(), berth_state::StateError>) {
     if let Err(e) = result {
-        eprintln!("run {run_id}: cannot record its state: {e}");
+        tracing::error!(run = run_id, "cannot record its state: {e}");
     }
 }
 
@@ -583,7 +605,7 @@ fn note_line(engine: &Engine, run_id: i64, step: Option<&str>, level: &str, mess
 
 pub(crate) fn finish(engine: &Engine, run_id: i64, status: RunStatus, error: Option<&str>) {
     if let Err(e) = engine.store.finish_run(run_id, status, error) {
-        eprintln!("run {run_id}: cannot record its end: {e}");
+        tracing::error!(run = run_id, "cannot record its end: {e}");
     }
     let status_name = serde_json::to_value(status)
         .ok()

@@ -6,7 +6,7 @@
 //!
 //! Every import is `async` (primitives do network I/O) and `trappable`: a host call either returns
 //! the WIT `error` to the guest or traps the invocation (for limits such as the host-call budget).
-//! Results of the form `result<T, error>` map to `Result<T, Fault>`, see [`crate::state::Fault`].
+//! Results of the form `result<T, error>` map to `Result<T, Fault>`, see [`crate::bindings::Fault`].
 
 mod base {
     wasmtime::component::bindgen!({
@@ -14,10 +14,10 @@ mod base {
         world: "berth:plugin/plugin-base",
         imports: { default: async | trappable },
         exports: { default: async },
-        trappable_error_type: { "berth:plugin/types.error" => crate::state::Fault },
+        trappable_error_type: { "berth:plugin/types.error" => crate::bindings::Fault },
         with: {
-            "berth:plugin/blobs.blob": crate::primitives::blobs::Blob,
-            "berth:plugin/storage.connection": crate::primitives::storage::Connection,
+            "berth:plugin/blobs.blob": berth_backends::blob::Blob,
+            "berth:plugin/storage.connection": berth_backends::storage::SharedConnection,
         },
     });
 }
@@ -65,10 +65,113 @@ role_world!(storage_backend, "berth:plugin/storage-backend");
 role_world!(neutralizer, "berth:plugin/neutralizer");
 role_world!(importer, "berth:plugin/importer");
 
-/// Adds every host interface of the contract to `linker`.
-pub fn add_to_linker(
-    linker: &mut wasmtime::component::Linker<crate::state::RunState>,
-) -> wasmtime::Result<()> {
-    use wasmtime::component::HasSelf;
-    PluginBase::add_to_linker::<_, HasSelf<_>>(linker, |state| state)
+impl From<berth_contract::Operation> for types::Operation {
+    fn from(operation: berth_contract::Operation) -> Self {
+        use berth_contract::Operation as O;
+        match operation {
+            O::FirstDeploy => types::Operation::FirstDeploy,
+            O::Redeploy => types::Operation::Redeploy,
+            O::AutoDeploy => types::Operation::AutoDeploy,
+            O::Backup => types::Operation::Backup,
+            O::Restore => types::Operation::Restore,
+        }
+    }
+}
+
+impl From<types::Operation> for berth_contract::Operation {
+    fn from(operation: types::Operation) -> Self {
+        use berth_contract::Operation as O;
+        match operation {
+            types::Operation::FirstDeploy => O::FirstDeploy,
+            types::Operation::Redeploy => O::Redeploy,
+            types::Operation::AutoDeploy => O::AutoDeploy,
+            types::Operation::Backup => O::Backup,
+            types::Operation::Restore => O::Restore,
+        }
+    }
+}
+
+use crate::limits::LimitExceeded;
+use types::Error;
+
+/// Why a host call did not return a value: a WIT error for the guest, or a trap that ends the
+/// invocation (a limit, or a host fault the guest must not paper over).
+#[derive(Debug)]
+pub enum Fault {
+    Guest(Error),
+    Trap(wasmtime::Error),
+}
+
+impl From<Error> for Fault {
+    fn from(err: Error) -> Self {
+        Fault::Guest(err)
+    }
+}
+
+impl From<LimitExceeded> for Fault {
+    fn from(err: LimitExceeded) -> Self {
+        Fault::Trap(wasmtime::Error::new(err))
+    }
+}
+
+impl Fault {
+    /// For host calls whose WIT signature has no error case: any fault ends the invocation.
+    pub(crate) fn into_trap(self) -> wasmtime::Error {
+        match self {
+            Fault::Trap(trap) => trap,
+            Fault::Guest(err) => wasmtime::Error::msg(err.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Guest(err) => write!(f, "{err}"),
+            Fault::Trap(err) => write!(f, "{err}"),
+        }
+    }
+}
+
+impl std::error::Error for Fault {}
+
+impl Error {
+    pub fn denied(msg: impl Into<String>) -> Self {
+        Error::Denied(msg.into())
+    }
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        Error::NotFound(msg.into())
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::Invalid(msg.into())
+    }
+    pub fn unsupported(msg: impl Into<String>) -> Self {
+        Error::Unsupported(msg.into())
+    }
+    pub fn failed(msg: impl Into<String>) -> Self {
+        Error::Failed(msg.into())
+    }
+
+    /// `denied`, `not-found`, … as in the WIT.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Denied(_) => "denied",
+            Error::NotFound(_) => "not-found",
+            Error::Invalid(_) => "invalid",
+            Error::Unsupported(_) => "unsupported",
+            Error::Timeout(_) => "timeout",
+            Error::Failed(_) => "failed",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Denied(m)
+            | Error::NotFound(m)
+            | Error::Invalid(m)
+            | Error::Unsupported(m)
+            | Error::Timeout(m)
+            | Error::Failed(m) => m,
+        }
+    }
 }

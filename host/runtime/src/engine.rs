@@ -99,7 +99,11 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        crate::bindings::add_to_linker(&mut linker)?;
+        // Every host interface of the contract, implemented on the invocation's state.
+        crate::bindings::PluginBase::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )?;
 
         if let Some(dir) = &options.cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {

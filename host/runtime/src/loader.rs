@@ -6,8 +6,9 @@ use std::sync::Arc;
 use wasmtime::component::InstancePre;
 
 use crate::bindings::types::{self, Role};
+use crate::description::Description;
 use crate::engine::Runtime;
-use crate::plugin::{Description, Plugin, PluginError, ROLE_EXPORTS};
+use crate::plugin::{Plugin, PluginError, ROLE_EXPORTS};
 use crate::state::RunState;
 
 /// Splits `berth:plugin/hook-handler@0.1.0` into ("hook-handler", "0.1.0").
@@ -157,24 +158,13 @@ impl Runtime {
             priority: 0,
             capabilities: vec![],
             config: vec![],
+            conventions: None,
         });
-        let invocation = crate::invoke::Invocation {
-            run: placeholder_run(),
-            grants: Arc::default(),
-            settings: Arc::default(),
-            workspace: None,
-            audit: Arc::new(crate::audit::MemoryAudit::default()),
-            log: Arc::new(crate::runlog::MemoryLog::default()),
-            server: None,
-            mirrors: None,
-            context: None,
-            storage: None,
-            targets: None,
-            limits: crate::limits::Limits {
+        let invocation =
+            crate::invoke::Invocation::new(placeholder_run()).limits(crate::limits::Limits {
                 deadline: std::time::Duration::from_secs(5),
                 ..Default::default()
-            },
-        };
+            });
         let raw = crate::invoke::sandboxed(self, &provisional, &invocation, async |store| {
             let instance = base.instantiate_async(&mut *store).await?;
             instance
@@ -199,7 +189,15 @@ impl Runtime {
                 .map(|k| {
                     k.name.len() + k.description.len() + k.default.as_ref().map_or(0, String::len)
                 })
-                .sum::<usize>();
+                .sum::<usize>()
+            + raw.conventions.as_ref().map_or(0, |c| {
+                c.generated_secrets.iter().map(String::len).sum::<usize>()
+                    + c.database.container.len()
+                    + c.database.user.len()
+                    + c.database.password_secret.len()
+                    + c.default_app_image.len()
+                    + c.default_database_image.len()
+            });
         if size > invocation.limits.returned_bytes {
             return Err(PluginError::Description(format!(
                 "{size} bytes, over the limit of {} bytes",
@@ -214,7 +212,8 @@ impl Runtime {
 fn placeholder_run() -> types::RunInfo {
     types::RunInfo {
         id: "describe".into(),
-        operation: "load-plugin".into(),
+        // No operation is under way; `describe` must not depend on this.
+        operation: types::Operation::FirstDeploy,
         environment: types::Environment {
             organization: "-".into(),
             project: "-".into(),

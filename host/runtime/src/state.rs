@@ -1,108 +1,25 @@
 //! The data of one invocation's `Store`, and the door every host call walks through.
 //!
 //! A [`RunState`] is built fresh for each invocation from the loaded plugin and the
-//! [`Invocation`](crate::Invocation) the caller describes; it dies with the store, so nothing (handles,
-//! budgets, memory) outlives the call. [`RunState::gate`] is the one place a host call charges the
-//! host-call budget, checks the effective grant and writes the audit record.
+//! [`Invocation`](crate::Invocation) the caller describes; it dies with the store, so nothing
+//! (handles, budgets, memory) outlives the call. It knows no capability: each capability finds
+//! its own context among what the run [lent](crate::lend) through [`RunState::lent`].
+//! [`RunState::gate`] is the one place a host call charges the host-call budget, checks the
+//! effective grant and writes the audit record.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::audit::{AuditRecord, AuditSink};
+use crate::bindings::Fault;
 use crate::bindings::types::{self, Error};
+use crate::description::Description;
 use crate::grants::{Capability, EnvRef, Rights};
-use crate::invoke::ServerAccess;
+use crate::lend::Lent;
 use crate::limits::{BoundedOutput, HostcallBudget, LimitExceeded, Limiter, Limits};
-use crate::plugin::Description;
-use crate::primitives::operation::RunContext;
-use crate::primitives::storage::StorageTargets;
 use crate::runlog::LogSink;
-use crate::settings::Settings;
-
-/// Why a host call did not return a value: a WIT error for the guest, or a trap that ends the
-/// invocation (a limit, or a host fault the guest must not paper over).
-#[derive(Debug)]
-pub enum Fault {
-    Guest(Error),
-    Trap(wasmtime::Error),
-}
-
-impl From<Error> for Fault {
-    fn from(err: Error) -> Self {
-        Fault::Guest(err)
-    }
-}
-
-impl From<LimitExceeded> for Fault {
-    fn from(err: LimitExceeded) -> Self {
-        Fault::Trap(wasmtime::Error::new(err))
-    }
-}
-
-impl Fault {
-    /// For host calls whose WIT signature has no error case: any fault ends the invocation.
-    pub(crate) fn into_trap(self) -> wasmtime::Error {
-        match self {
-            Fault::Trap(trap) => trap,
-            Fault::Guest(err) => wasmtime::Error::msg(err.to_string()),
-        }
-    }
-}
-
-impl std::fmt::Display for Fault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Fault::Guest(err) => write!(f, "{err}"),
-            Fault::Trap(err) => write!(f, "{err}"),
-        }
-    }
-}
-
-impl std::error::Error for Fault {}
-
-impl Error {
-    pub fn denied(msg: impl Into<String>) -> Self {
-        Error::Denied(msg.into())
-    }
-    pub fn not_found(msg: impl Into<String>) -> Self {
-        Error::NotFound(msg.into())
-    }
-    pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::Invalid(msg.into())
-    }
-    pub fn unsupported(msg: impl Into<String>) -> Self {
-        Error::Unsupported(msg.into())
-    }
-    pub fn failed(msg: impl Into<String>) -> Self {
-        Error::Failed(msg.into())
-    }
-
-    /// `denied`, `not-found`, … as in the WIT.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Denied(_) => "denied",
-            Error::NotFound(_) => "not-found",
-            Error::Invalid(_) => "invalid",
-            Error::Unsupported(_) => "unsupported",
-            Error::Timeout(_) => "timeout",
-            Error::Failed(_) => "failed",
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            Error::Denied(m)
-            | Error::NotFound(m)
-            | Error::Invalid(m)
-            | Error::Unsupported(m)
-            | Error::Timeout(m)
-            | Error::Failed(m) => m,
-        }
-    }
-}
 
 /// Everything one invocation may touch, and the counters that bound it.
 pub struct RunState {
@@ -120,40 +37,24 @@ pub struct RunState {
     pub(crate) run_id: String,
     pub(crate) env: EnvRef,
     pub(crate) rights: Rights,
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) workspace_root: Option<PathBuf>,
-    pub(crate) workspace: Option<cap_std::fs::Dir>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) log: Arc<dyn LogSink>,
-    pub(crate) server: Option<ServerAccess>,
-    pub(crate) mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
-    pub(crate) context: Option<Arc<dyn RunContext>>,
-    pub(crate) storage: Option<Arc<StorageTargets>>,
-    pub(crate) targets: Option<Arc<crate::primitives::targets::Targets>>,
+    lent: Lent,
     /// Time spent inside host calls, and when the current one began.
     pub(crate) host_time: std::time::Duration,
     pub(crate) host_entered: Option<std::time::Instant>,
 }
 
-/// What [`RunState::new`] needs besides the limits.
-pub(crate) struct StateParts {
-    pub description: Arc<Description>,
-    pub run_id: String,
-    pub env: EnvRef,
-    pub rights: Rights,
-    pub settings: Arc<Settings>,
-    pub workspace_root: Option<PathBuf>,
-    pub audit: Arc<dyn AuditSink>,
-    pub log: Arc<dyn LogSink>,
-    pub server: Option<ServerAccess>,
-    pub mirrors: Option<Arc<berth_primitives::git::Mirrors>>,
-    pub context: Option<Arc<dyn RunContext>>,
-    pub storage: Option<Arc<StorageTargets>>,
-    pub targets: Option<Arc<crate::primitives::targets::Targets>>,
-}
-
 impl RunState {
-    pub(crate) fn new(parts: StateParts, limits: Limits) -> Self {
+    pub(crate) fn new(description: Arc<Description>, invocation: &crate::Invocation) -> Self {
+        let limits = invocation.limits.clone();
+        let env = invocation.env_ref();
+        let rights = Rights::effective(
+            &description.capabilities,
+            &invocation.grants,
+            &description.name,
+            &env,
+        );
         let stdout = BoundedOutput::new("stdout", limits.output_bytes);
         let stderr = BoundedOutput::new("stderr", limits.output_bytes);
         // WASI with nothing ambient: no args, no environment variables, no preopened directories,
@@ -176,25 +77,33 @@ impl RunState {
             log_used: 0,
             stdout,
             stderr,
-            plugin: parts.description.label(),
-            description: parts.description,
-            run_id: parts.run_id,
-            env: parts.env,
-            rights: parts.rights,
-            settings: parts.settings,
-            workspace_root: parts.workspace_root,
-            workspace: None,
-            audit: parts.audit,
-            log: parts.log,
-            server: parts.server,
-            mirrors: parts.mirrors,
-            context: parts.context,
-            storage: parts.storage,
-            targets: parts.targets,
+            plugin: description.label(),
+            description,
+            run_id: invocation.run.id.clone(),
+            env,
+            rights,
+            audit: invocation.audit.clone(),
+            log: invocation.log.clone(),
+            lent: invocation.lent.clone(),
             host_time: std::time::Duration::ZERO,
             host_entered: None,
             limits,
         }
+    }
+
+    /// The context of type `T` the run lent, for a capability's door to hand to its backend.
+    pub(crate) fn lent<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.lent.get::<T>()
+    }
+
+    /// The context of type `T`, or `unsupported` saying the run has `missing`.
+    pub(crate) fn lent_or<T: ?Sized + Send + Sync + 'static>(
+        &self,
+        call: &str,
+        missing: &str,
+    ) -> Result<Arc<T>, Fault> {
+        self.lent::<T>()
+            .ok_or_else(|| Error::unsupported(format!("{call}: {missing}")).into())
     }
 
     /// Charges one host call against the budget. For calls that need no capability.
@@ -229,6 +138,18 @@ impl RunState {
             .into());
         }
         Ok(())
+    }
+
+    /// [`gate`](Self::gate), then the context of type `T`: the door of a capability whose every
+    /// call needs what the run lent it.
+    pub(crate) fn gate_lent<T: ?Sized + Send + Sync + 'static>(
+        &mut self,
+        cap: &Capability,
+        call: &str,
+        missing: &str,
+    ) -> Result<Arc<T>, Fault> {
+        self.gate(cap, call)?;
+        self.lent_or::<T>(call, missing)
     }
 
     /// Adds a host resource to the table, within the invocation's resource cap.

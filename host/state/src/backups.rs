@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Row, params};
 use serde::{Deserialize, Serialize};
 
-use crate::{Record, Result, SqlResultExt, StateError, Store, all, now_ms, one};
+use crate::{Record, Result, SqlResultExt, StateError, Store, all, insert_returning, now_ms, one};
 
 /// The storage-backend plugins a target may name.
 pub const BACKENDS: [&str; 3] = ["s3", "ftp", "sftp"];
@@ -161,7 +161,8 @@ impl Store {
         crate::require("secret", &new.secret)?;
         let settings = serde_json::to_string(&new.settings).expect("a map of strings");
         self.write(|conn| {
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO storage_targets (organization_id, name, backend, settings, user,
                      secret, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -175,23 +176,12 @@ impl Store {
                     now_ms()
                 ],
             )
-            .unique(|| format!("storage target {:?}", new.name))?;
-            Ok(one(
-                conn,
-                "WHERE id = ?1",
-                params![conn.last_insert_rowid()],
-            )?)
+            .unique(|| format!("storage target {:?}", new.name))
         })
     }
 
     pub fn storage_targets(&self, org_id: i64) -> Result<Vec<StorageTarget>> {
-        self.read(|conn| {
-            Ok(all(
-                conn,
-                "WHERE organization_id = ?1 ORDER BY name",
-                params![org_id],
-            )?)
-        })
+        self.read(|conn| all(conn, "WHERE organization_id = ?1 ORDER BY name", [org_id]))
     }
 
     pub fn storage_target(&self, org_id: i64, name: &str) -> Result<StorageTarget> {
@@ -219,7 +209,8 @@ impl Store {
 
     pub fn record_backup(&self, new: NewBackup) -> Result<Backup> {
         self.write(|conn| {
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO backups (environment_id, target_id, run_id, key, kind, size, sha256,
                      manifest, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -235,23 +226,18 @@ impl Store {
                     now_ms()
                 ],
             )
-            .unique(|| format!("backup {:?}", new.key))?;
-            Ok(one(
-                conn,
-                "WHERE id = ?1",
-                params![conn.last_insert_rowid()],
-            )?)
+            .unique(|| format!("backup {:?}", new.key))
         })
     }
 
     /// An environment's backups, newest first (pruned ones too, marked).
     pub fn backups(&self, env_id: i64) -> Result<Vec<Backup>> {
         self.read(|conn| {
-            Ok(all(
+            all(
                 conn,
                 "WHERE environment_id = ?1 ORDER BY created_at DESC, id DESC",
-                params![env_id],
-            )?)
+                [env_id],
+            )
         })
     }
 

@@ -10,13 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::orgs::{project_in, server_in};
 use crate::{
-    Record, Result, SqlResultExt, StateError, Store, all, now_ms, one, random_hex, require, touched,
+    Record, Result, SqlResultExt, StateError, Store, all, insert_returning, now_ms, one,
+    random_hex, require, touch,
 };
 
 /// The stages an environment can be at.
 pub const STAGES: [&str; 3] = ["production", "staging", "development"];
-
-/// Longest environment name (it ends up in container, volume and database names).
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
@@ -197,7 +196,8 @@ impl Store {
         self.write(|conn| {
             project_in(conn, org_id, project_id)?;
             server_in(conn, org_id, new.server_id)?;
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO environments (organization_id, project_id, name, stage, odoo_version,
                      branch, server_id, dev_mode, auto_deploy, domain, cpus, memory_mb, workers,
                      odoo_image, postgres_image, http_port, webhook_secret, created_at, protected)
@@ -225,19 +225,19 @@ impl Store {
                     new.protected.unwrap_or(new.stage == "production"),
                 ],
             )
-            .unique(|| format!("environment {:?} in project {project_id}", new.name))?;
-            environment_row(conn, conn.last_insert_rowid())
+            .unique(|| format!("environment {:?} in project {project_id}", new.name))
         })
     }
 
     /// Marks an environment protected (a restore needs its name typed back) or not.
     pub fn set_protected(&self, org_id: i64, id: i64, protected: bool) -> Result<()> {
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE environments SET protected = ?1 WHERE id = ?2 AND organization_id = ?3",
                 params![protected, id, org_id],
-            )?;
-            crate::touched(changed, || format!("environment {id}"))
+                || format!("environment {id}"),
+            )
         })
     }
 
@@ -255,22 +255,19 @@ impl Store {
     pub fn environments(&self, org_id: i64, project_id: i64) -> Result<Vec<Environment>> {
         self.read(|conn| {
             project_in(conn, org_id, project_id)?;
-            Ok(all(
-                conn,
-                "WHERE project_id = ?1 ORDER BY name",
-                [project_id],
-            )?)
+            all(conn, "WHERE project_id = ?1 ORDER BY name", [project_id])
         })
     }
 
     /// Records that a deploy of the environment succeeded.
     pub fn set_deployed(&self, env_id: i64) -> Result<()> {
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE environments SET deployed = 1 WHERE id = ?1",
                 [env_id],
-            )?;
-            touched(changed, || format!("environment {env_id}"))
+                || format!("environment {env_id}"),
+            )
         })
     }
 

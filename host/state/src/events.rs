@@ -8,7 +8,7 @@ use rusqlite::{Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Record, Result, SqlResultExt, Store, all, json_column, now_ms, one};
+use crate::{Record, Result, SqlResultExt, Store, all, insert_returning, json_column, now_ms};
 
 crate::text_enum! {
     /// What an event reports.
@@ -102,7 +102,8 @@ impl Store {
     /// Appends an event to its run's log and returns it with its id and time.
     pub fn append_event(&self, new: NewEvent) -> Result<Event> {
         self.write(|conn| {
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO events (run_id, at, kind, level, step, message, data)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
@@ -115,19 +116,18 @@ impl Store {
                     new.data.to_string()
                 ],
             )
-            .owner(|| format!("run {}", new.run_id))?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            .owner(|| format!("run {}", new.run_id))
         })
     }
 
     /// Up to `limit` events of the run with an id above `after_id` (0: from the start), in order.
     pub fn events(&self, run_id: i64, after_id: i64, limit: u32) -> Result<Vec<Event>> {
         self.read(|conn| {
-            Ok(all(
+            all(
                 conn,
                 "WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                 params![run_id, after_id, limit],
-            )?)
+            )
         })
     }
 
@@ -153,6 +153,6 @@ impl Store {
 
     /// The run's audit trail, in the order the calls were made.
     pub fn audit(&self, run_id: i64) -> Result<Vec<AuditEntry>> {
-        self.read(|conn| Ok(all(conn, "WHERE run_id = ?1 ORDER BY id", [run_id])?))
+        self.read(|conn| all(conn, "WHERE run_id = ?1 ORDER BY id", [run_id]))
     }
 }

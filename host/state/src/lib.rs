@@ -172,9 +172,37 @@ fn one<T: Record>(conn: &Connection, tail: &str, params: impl Params) -> rusqlit
 }
 
 /// `SELECT <T's columns> <tail>`, every row.
-fn all<T: Record>(conn: &Connection, tail: &str, params: impl Params) -> rusqlite::Result<Vec<T>> {
+fn all<T: Record>(conn: &Connection, tail: &str, params: impl Params) -> Result<Vec<T>> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {} {tail}", T::SELECT))?;
-    stmt.query_map(params, T::from_row)?.collect()
+    Ok(stmt
+        .query_map(params, T::from_row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Executes `sql`, an `INSERT` of one row into `T`'s table, and reads that row back by its rowid
+/// (`id`). The error is SQLite's, for the caller to refine (`.unique(…)`, `.owner(…)`).
+fn insert_returning<T: Record>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> rusqlite::Result<T> {
+    conn.execute(sql, params)?;
+    one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])
+}
+
+/// Executes `sql`, an `UPDATE` or `DELETE` of a row that must exist: `NotFound(what)` unless it
+/// changed a row.
+fn touch(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    if conn.execute(sql, params)? == 0 {
+        Err(StateError::NotFound(what()))
+    } else {
+        Ok(())
+    }
 }
 
 /// Turns SQLite's generic failures into the precise [`StateError`] the caller means.
@@ -225,15 +253,6 @@ fn is_unique_violation(err: &rusqlite::Error) -> bool {
     )
 }
 
-/// `NotFound` unless an UPDATE touched a row.
-fn touched(changed: usize, what: impl FnOnce() -> String) -> Result<()> {
-    if changed == 0 {
-        Err(StateError::NotFound(what()))
-    } else {
-        Ok(())
-    }
-}
-
 /// The shape of every name that ends up in a path, a container or a database on a server
 /// (organizations, projects, environments, repositories): 1 to [`NAME_MAX`] lowercase letters, digits
 /// and '-', starting with a letter. No dots, slashes or spaces, so names compose unambiguously.
@@ -265,7 +284,6 @@ fn require(field: &str, value: &str) -> Result<()> {
     }
 }
 
-/// Now, in Unix milliseconds.
 /// Now, in Unix milliseconds (the state's time unit).
 pub fn now_ms() -> i64 {
     let since = SystemTime::now()

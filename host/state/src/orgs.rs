@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    Record, Result, SqlResultExt, StateError, Store, all, now_ms, one, random_hex, require, touched,
+    Record, Result, SqlResultExt, StateError, Store, all, insert_returning, now_ms, one,
+    random_hex, require, touch,
 };
 
 /// A tenant: it owns servers, projects and API tokens.
@@ -137,12 +138,12 @@ impl Store {
     pub fn create_organization(&self, name: &str) -> Result<Organization> {
         crate::check_name("organization", name)?;
         self.write(|conn| {
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO organizations (name, created_at) VALUES (?1, ?2)",
                 params![name, now_ms()],
             )
-            .unique(|| format!("organization {name:?}"))?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            .unique(|| format!("organization {name:?}"))
         })
     }
 
@@ -160,12 +161,12 @@ impl Store {
         let secret = format!("{TOKEN_PREFIX}{}", random_hex(32));
         self.write(|conn| {
             organization_row(conn, org_id)?;
-            conn.execute(
+            let info = insert_returning(
+                conn,
                 "INSERT INTO api_tokens (organization_id, label, secret_sha256, created_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![org_id, label, token_hash(&secret), now_ms()],
             )?;
-            let info = one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?;
             Ok((info, secret))
         })
     }
@@ -192,7 +193,8 @@ impl Store {
         }
         self.write(|conn| {
             organization_row(conn, org_id)?;
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO servers (organization_id, name, host, port, user, host_key, ssh_key,
                                       created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -207,8 +209,7 @@ impl Store {
                     now_ms()
                 ],
             )
-            .unique(|| format!("server {:?}", new.name))?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            .unique(|| format!("server {:?}", new.name))
         })
     }
 
@@ -217,24 +218,19 @@ impl Store {
     }
 
     pub fn servers(&self, org_id: i64) -> Result<Vec<Server>> {
-        self.read(|conn| {
-            Ok(all(
-                conn,
-                "WHERE organization_id = ?1 ORDER BY name",
-                [org_id],
-            )?)
-        })
+        self.read(|conn| all(conn, "WHERE organization_id = ?1 ORDER BY name", [org_id]))
     }
 
     /// Records the server's host key (an OpenSSH public key line), learnt on first contact.
     pub fn pin_host_key(&self, id: i64, key: &str) -> Result<()> {
         require("host key", key)?;
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE servers SET host_key = ?2 WHERE id = ?1",
                 params![id, key],
-            )?;
-            touched(changed, || format!("server {id}"))
+                || format!("server {id}"),
+            )
         })
     }
 
@@ -242,12 +238,12 @@ impl Store {
         crate::check_name("project", name)?;
         self.write(|conn| {
             organization_row(conn, org_id)?;
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO projects (organization_id, name, created_at) VALUES (?1, ?2, ?3)",
                 params![org_id, name, now_ms()],
             )
-            .unique(|| format!("project {name:?}"))?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            .unique(|| format!("project {name:?}"))
         })
     }
 
@@ -256,13 +252,7 @@ impl Store {
     }
 
     pub fn projects(&self, org_id: i64) -> Result<Vec<Project>> {
-        self.read(|conn| {
-            Ok(all(
-                conn,
-                "WHERE organization_id = ?1 ORDER BY name",
-                [org_id],
-            )?)
-        })
+        self.read(|conn| all(conn, "WHERE organization_id = ?1 ORDER BY name", [org_id]))
     }
 }
 

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::environments::environment_row;
 use crate::orgs::{organization_row, project_row};
-use crate::{Record, Result, SqlResultExt, StateError, Store, all, now_ms, one, require, touched};
+use crate::{
+    Record, Result, SqlResultExt, StateError, Store, all, insert_returning, now_ms, one, require,
+    touch,
+};
 
 /// One capability allowed to one plugin. Its scope is the narrowest id set; the wider ones are
 /// filled in (an environment grant also names its project and organization). All `None`: the
@@ -113,7 +116,8 @@ impl Store {
         require("capability", &new.capability)?;
         self.write(|conn| {
             let (organization_id, project_id, environment_id) = scope(conn, &new)?;
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO grants (plugin, capability, organization_id, project_id,
                                      environment_id)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -130,8 +134,7 @@ impl Store {
                     "grant of {:?} to {:?} in that scope",
                     new.capability, new.plugin
                 )
-            })?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            })
         })
     }
 
@@ -144,21 +147,22 @@ impl Store {
     pub fn grants_for(&self, env_id: i64) -> Result<Vec<Grant>> {
         self.read(|conn| {
             let env = environment_row(conn, env_id)?;
-            Ok(all(
+            all(
                 conn,
                 "WHERE (organization_id IS NULL OR organization_id = ?1)
                    AND (project_id IS NULL OR project_id = ?2)
                    AND (environment_id IS NULL OR environment_id = ?3)
                  ORDER BY plugin, capability, id",
                 [env.organization_id, env.project_id, env.id],
-            )?)
+            )
         })
     }
 
     pub fn remove_grant(&self, id: i64) -> Result<()> {
         self.write(|conn| {
-            let changed = conn.execute("DELETE FROM grants WHERE id = ?1", [id])?;
-            touched(changed, || format!("grant {id}"))
+            touch(conn, "DELETE FROM grants WHERE id = ?1", [id], || {
+                format!("grant {id}")
+            })
         })
     }
 
@@ -169,7 +173,8 @@ impl Store {
             if let Some(org_id) = new.organization_id {
                 organization_row(conn, org_id)?;
             }
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO plugins (name, organization_id, role, version, sha256, path, enabled,
                                       created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -184,30 +189,23 @@ impl Store {
                     now_ms()
                 ],
             )
-            .unique(|| format!("plugin {:?} version {:?}", new.name, new.version))?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            .unique(|| format!("plugin {:?} version {:?}", new.name, new.version))
         })
     }
 
     /// Every plugin an organization uploaded, oldest first (a later upload of a name replaces it).
     pub fn uploaded_plugins(&self) -> Result<Vec<PluginRecord>> {
-        self.read(|conn| {
-            Ok(all(
-                conn,
-                "WHERE organization_id IS NOT NULL ORDER BY id",
-                [],
-            )?)
-        })
+        self.read(|conn| all(conn, "WHERE organization_id IS NOT NULL ORDER BY id", []))
     }
 
     /// The plugins an organization can use: the platform's and its own, by name.
     pub fn plugins(&self, org_id: i64) -> Result<Vec<PluginRecord>> {
         self.read(|conn| {
-            Ok(all(
+            all(
                 conn,
                 "WHERE organization_id IS NULL OR organization_id = ?1 ORDER BY name, id",
                 [org_id],
-            )?)
+            )
         })
     }
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::environments::environment_row;
 use crate::orgs::{organization_row, project_row};
-use crate::{Record, Result, SqlResultExt, StateError, Store, all, now_ms, one, require};
+use crate::{
+    Record, Result, SqlResultExt, StateError, Store, all, insert_returning, now_ms, require,
+};
 
 crate::text_enum! {
     /// Who a repository belongs to.
@@ -82,7 +84,8 @@ impl Store {
         require("repository url", &new.url)?;
         self.write(|conn| {
             let (organization_id, project_id, branch) = owners(conn, &new)?;
-            conn.execute(
+            insert_returning(
+                conn,
                 "INSERT INTO repositories (level, organization_id, project_id, name, url, branch,
                                            created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -96,8 +99,7 @@ impl Store {
                     now_ms()
                 ],
             )
-            .unique(|| format!("{} repository {:?}", new.level, new.name))?;
-            Ok(one(conn, "WHERE id = ?1", [conn.last_insert_rowid()])?)
+            .unique(|| format!("{} repository {:?}", new.level, new.name))
         })
     }
 
@@ -112,7 +114,7 @@ impl Store {
                     OR (level = 'project' AND project_id = ?2)
                  {LEVEL_ORDER}"
             );
-            Ok(all(conn, &tail, [env.organization_id, env.project_id])?)
+            all(conn, &tail, [env.organization_id, env.project_id])
         })
     }
 
@@ -120,7 +122,7 @@ impl Store {
     pub fn repositories(&self, org_id: i64) -> Result<Vec<Repository>> {
         self.read(|conn| {
             let tail = format!("WHERE level = 'platform' OR organization_id = ?1 {LEVEL_ORDER}");
-            Ok(all(conn, &tail, [org_id])?)
+            all(conn, &tail, [org_id])
         })
     }
 

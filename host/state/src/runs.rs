@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 
 use crate::environments::{environment_in, environment_row};
 use crate::{
-    Record, Result, SqlResultExt, StateError, Store, all, is_unique_violation, json_column, now_ms,
-    one, touched,
+    Record, Result, SqlResultExt, StateError, Store, all, insert_returning, is_unique_violation,
+    json_column, now_ms, one, touch,
 };
 
 crate::text_enum! {
@@ -141,7 +141,8 @@ impl Store {
         let facts = object(facts)?;
         self.write(|conn| {
             environment_row(conn, env_id)?;
-            let inserted = conn.execute(
+            let inserted = insert_returning(
+                conn,
                 "INSERT INTO runs (environment_id, operation, status, triggered_by, facts,
                                    created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -163,10 +164,7 @@ impl Store {
                     )?;
                     Err(StateError::Busy { run_id })
                 }
-                inserted => {
-                    inserted?;
-                    run_row(conn, conn.last_insert_rowid())
-                }
+                inserted => Ok(inserted?),
             }
         })
     }
@@ -203,11 +201,12 @@ impl Store {
 
     pub fn set_current_step(&self, id: i64, step: Option<&str>) -> Result<()> {
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE runs SET current_step = ?2 WHERE id = ?1",
                 params![id, step],
-            )?;
-            touched(changed, || format!("run {id}"))
+                || format!("run {id}"),
+            )
         })
     }
 
@@ -247,11 +246,11 @@ impl Store {
     pub fn runs(&self, org_id: i64, env_id: i64, limit: u32) -> Result<Vec<Run>> {
         self.read(|conn| {
             environment_in(conn, org_id, env_id)?;
-            Ok(all(
+            all(
                 conn,
                 "WHERE environment_id = ?1 ORDER BY id DESC LIMIT ?2",
                 params![env_id, limit],
-            )?)
+            )
         })
     }
 
@@ -296,11 +295,12 @@ impl Store {
     /// Asks the engine to stop the run at its next step boundary.
     pub fn request_cancel(&self, run_id: i64) -> Result<()> {
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
                 [run_id],
-            )?;
-            touched(changed, || format!("run {run_id}"))
+                || format!("run {run_id}"),
+            )
         })
     }
 
@@ -333,13 +333,14 @@ impl Store {
 
     pub fn step_started(&self, run_id: i64, position: u32) -> Result<()> {
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE steps SET status = ?3, started_at = ?4, finished_at = NULL,
                                   summary = NULL, error = NULL, host_ms = NULL
                  WHERE run_id = ?1 AND position = ?2",
                 params![run_id, position, StepStatus::Running, now_ms()],
-            )?;
-            touched(changed, || format!("step {position} of run {run_id}"))
+                || format!("step {position} of run {run_id}"),
+            )
         })
     }
 
@@ -359,19 +360,20 @@ impl Store {
             )));
         }
         self.write(|conn| {
-            let changed = conn.execute(
+            touch(
+                conn,
                 "UPDATE steps SET status = ?3, summary = ?4, error = ?5, host_ms = ?6,
                                   finished_at = ?7
                  WHERE run_id = ?1 AND position = ?2",
                 params![run_id, position, status, summary, error, host_ms, now_ms()],
-            )?;
-            touched(changed, || format!("step {position} of run {run_id}"))
+                || format!("step {position} of run {run_id}"),
+            )
         })
     }
 
     /// The run's steps in order.
     pub fn steps(&self, run_id: i64) -> Result<Vec<Step>> {
-        self.read(|conn| Ok(all(conn, "WHERE run_id = ?1 ORDER BY position", [run_id])?))
+        self.read(|conn| all(conn, "WHERE run_id = ?1 ORDER BY position", [run_id]))
     }
 
     /// Marks every still-`pending` step of the run `cancelled`; returns how many.

@@ -2,28 +2,23 @@
 //! seed says. Fast only when dev mode is on and no dependency file (`requirements.txt`, `apt.txt`,
 //! `setup.py`, `pyproject.toml`, `setup.cfg`, `Pipfile`, `Pipfile.lock`, `poetry.lock`) changed in
 //! any repository since the deployed commit; Fast = pull the code, restart Odoo, health check
-//! within 90 seconds; Full = the deploy flow. The decision and its reason are facts of the run.
+//! within 90 seconds (`berth_odoo::steps::FAST`); Full = the deploy flow
+//! (`berth_odoo::steps::DEPLOY`). The decision and its reason are facts of the run.
 
-use std::time::Duration;
-
+use berth_contract::facts;
 use berth_odoo::deps::dependency_change;
-use berth_odoo::steps::{self, Run, plan_commit, target_commit};
+use berth_odoo::steps::{self, Run, Step, plan_commit, target_commit};
 use berth_sdk::prelude::*;
 use berth_sdk::{git, operation};
-
-/// The seed's bound on a fast deploy's health check; a full deploy waits as long as a deploy.
-const FAST_HEALTH_LIMIT: Duration = Duration::from_secs(90);
-const FULL_HEALTH_LIMIT: Duration = Duration::from_secs(300);
 
 struct AutoDeploy;
 
 impl Plugin for AutoDeploy {
     fn describe() -> Description {
-        berth_odoo::CAPABILITIES.iter().fold(
-            Description::lifecycle("auto-deploy", env!("CARGO_PKG_VERSION"))
-                .summary("Deploys a push: fast (code and restart) or full (the deploy flow)"),
-            |d, c| d.capability(c),
-        )
+        Description::lifecycle("auto-deploy", env!("CARGO_PKG_VERSION"))
+            .summary("Deploys a push: fast (code and restart) or full (the deploy flow)")
+            .capabilities(&berth_odoo::CAPABILITIES)
+            .conventions(berth_odoo::conventions())
     }
 }
 
@@ -69,38 +64,32 @@ fn decide(run: &Run) -> Result<(bool, String), Error> {
     ))
 }
 
+/// The fact `path` of a fast auto-deploy; any other value is a full one.
+const FAST: &str = "fast";
+
+/// The steps of a fast or a full auto-deploy.
+fn table(fast: bool) -> &'static [Step] {
+    if fast { steps::FAST } else { steps::DEPLOY }
+}
+
 impl Lifecycle for AutoDeploy {
-    fn steps(operation: String, environment: Environment) -> Result<Vec<String>, Error> {
-        if operation != "auto-deploy" {
-            return Err(Error::unsupported(format!(
-                "auto-deploy does not perform {operation:?}"
-            )));
+    fn steps(operation: Operation, environment: Environment) -> Result<Vec<String>, Error> {
+        if operation != Operation::AutoDeploy {
+            return Err(Error::unsupported_operation("auto-deploy", operation));
         }
         let run = Run::load(environment)?;
         let (fast, reason) = decide(&run)?;
-        let path = if fast { "fast" } else { "full" };
-        operation::note("path", path)?;
-        operation::note("reason", &reason)?;
+        let path = if fast { FAST } else { "full" };
+        operation::note(facts::PATH, path)?;
+        operation::note(facts::REASON, &reason)?;
         info!("{path} deploy: {reason}");
-        let steps: &[&str] = if fast {
-            &berth_odoo::FAST_STEPS
-        } else {
-            &berth_odoo::DEPLOY_STEPS
-        };
-        Ok(steps.iter().map(|s| s.to_string()).collect())
+        Ok(steps::names(table(fast)))
     }
 
     fn run_step(context: StepContext) -> Result<StepOutcome, Error> {
         let run = Run::load(context.run.environment)?;
-        let facts: serde_json::Value = serde_json::from_str(&operation::facts()?)
-            .map_err(|e| Error::failed(format!("the run's facts are not JSON: {e}")))?;
-        let fast = facts["path"] == "fast";
-        let limit = if fast {
-            FAST_HEALTH_LIMIT
-        } else {
-            FULL_HEALTH_LIMIT
-        };
-        steps::run_step(&context.step, &run, limit)
+        let fast = steps::facts()?[facts::PATH] == FAST;
+        steps::run(table(fast), &context.step, &run)
     }
 }
 

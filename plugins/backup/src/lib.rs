@@ -2,7 +2,8 @@
 //! database-manager zip, streamed to a storage target, then the target pruned by the environment's
 //! retention policy. The steps are `berth_odoo::backup`'s.
 
-use berth_odoo::steps::Run;
+use berth_odoo::backup;
+use berth_odoo::steps::{self, Run};
 use berth_sdk::prelude::*;
 
 struct Backup;
@@ -13,27 +14,24 @@ const CAPABILITIES: [&str; 4] = ["database", "database.dump", "docker", "targets
 
 impl Plugin for Backup {
     fn describe() -> Description {
-        CAPABILITIES.iter().fold(
-            Description::lifecycle("backup", env!("CARGO_PKG_VERSION"))
-                .summary("Back up an Odoo environment to a storage target, pruned GFS"),
-            |d, c| d.capability(c),
-        )
+        Description::lifecycle("backup", env!("CARGO_PKG_VERSION"))
+            .summary("Back up an Odoo environment to a storage target, pruned GFS")
+            .capabilities(&CAPABILITIES)
+            .conventions(berth_odoo::conventions())
     }
 }
 
 impl Lifecycle for Backup {
-    fn steps(operation: String, _environment: Environment) -> Result<Vec<String>, Error> {
-        match operation.as_str() {
-            "backup" => Ok(berth_odoo::backup::STEPS.map(String::from).to_vec()),
-            other => Err(Error::unsupported(format!(
-                "backup does not perform {other:?}"
-            ))),
+    fn steps(operation: Operation, _environment: Environment) -> Result<Vec<String>, Error> {
+        match operation {
+            Operation::Backup => Ok(steps::names(backup::STEPS)),
+            other => Err(Error::unsupported_operation("backup", other)),
         }
     }
 
     fn run_step(context: StepContext) -> Result<StepOutcome, Error> {
         let run = Run::load(context.run.environment)?;
-        berth_odoo::backup::run_step(&context.step, &run)
+        steps::run(backup::STEPS, &context.step, &run)
     }
 }
 

@@ -7,75 +7,45 @@
 //! size and SHA-256 recorded are those measured as the archive streamed, and the backup is
 //! recorded only if the upload completed.
 
+use berth_contract::backup_key;
+use berth_contract::dates::civil_from_days;
+use berth_contract::facts;
 use berth_sdk::archive::{self, Content, Member};
 use berth_sdk::blobs::Blob;
 use berth_sdk::database::{self, DumpFormat, Value};
-use berth_sdk::{Error, StepOutcome, docker, operation, targets};
+use berth_sdk::{
+    BackupInputs, Error, Retention, RunInputs, StepOutcome, docker, operation, targets,
+};
 use serde_json::json;
 
-use crate::steps::{self, Outcome, Run, container_exec, done, inspect};
+use crate::steps::{Outcome, Run, Step, container_exec, done, inspect, wrong_inputs};
 use crate::{DATA_DIR, DB_CONTAINER, ODOO_CONTAINER};
 
 /// The steps of a backup, in order.
-pub const STEPS: [&str; 3] = ["check-target", "upload-backup", "prune-backups"];
+pub const STEPS: &[Step] = &[
+    Step::new("check-target", check_target),
+    Step::new("upload-backup", upload_backup),
+    Step::new("prune-backups", prune_backups),
+];
 
-/// What the engine asks of a backup run.
-pub struct Inputs {
-    pub target: String,
-    pub key: String,
-    /// Where this environment's backups live on the target (`<project>/<environment>/`).
-    pub prefix: String,
-    pub retention: Option<Retention>,
-}
-
-/// How many daily, weekly and monthly backups to keep.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Retention {
-    pub daily: usize,
-    pub weekly: usize,
-    pub monthly: usize,
-}
-
-impl Inputs {
-    pub fn load() -> Result<Self, Error> {
-        let inputs = steps::Inputs::load()?;
-        let text = |key: &str| inputs.text(key);
-        let retention = inputs
-            .value()
-            .get("retention")
-            .filter(|r| r.is_object())
-            .map(|r| {
-                let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
-                Retention {
-                    daily: n("daily"),
-                    weekly: n("weekly"),
-                    monthly: n("monthly"),
-                }
-            });
-        Ok(Inputs {
-            target: text("target")?,
-            key: text("key")?,
-            prefix: text("prefix")?,
-            retention,
-        })
+/// What the engine asks of a backup run: the target, the key, this environment's folder on the
+/// target, its retention policy there.
+fn inputs() -> Result<BackupInputs, Error> {
+    match operation::inputs()? {
+        RunInputs::Backup(inputs) => Ok(inputs),
+        other => Err(wrong_inputs("backup", &other)),
     }
 }
 
-/// Runs the backup step named `step`.
-pub fn run_step(step: &str, run: &Run) -> Outcome {
-    let inputs = Inputs::load()?;
-    match step {
-        "check-target" => {
-            targets::check(&inputs.target)?;
-            done(format!(
-                "storage target {:?} reachable and writable",
-                inputs.target
-            ))
-        }
-        "upload-backup" => upload_backup(run, &inputs),
-        "prune-backups" => prune_backups(&inputs),
-        other => Err(Error::invalid(format!("no step named {other:?}"))),
-    }
+// ---- check-target ---------------------------------------------------------------------------
+
+fn check_target(_run: &Run) -> Outcome {
+    let inputs = inputs()?;
+    targets::check(&inputs.target)?;
+    done(format!(
+        "storage target {:?} reachable and writable",
+        inputs.target
+    ))
 }
 
 /// The filestore of database `db` inside the Odoo container.
@@ -124,7 +94,10 @@ fn manifest(run: &Run) -> Result<serde_json::Value, Error> {
     }))
 }
 
-fn upload_backup(run: &Run, inputs: &Inputs) -> Outcome {
+// ---- upload-backup --------------------------------------------------------------------------
+
+fn upload_backup(run: &Run) -> Outcome {
+    let inputs = inputs()?;
     let db = run.database();
     let odoo = inspect(ODOO_CONTAINER)?.ok_or_else(|| {
         Error::not_found("the environment has no Odoo container: deploy it first")
@@ -176,11 +149,11 @@ fn upload_backup(run: &Run, inputs: &Inputs) -> Outcome {
         // The run's facts are bounded: the module list stays in the archive's manifest.
         recorded["modules"] = json!(modules);
     }
-    operation::note("backup-target", &inputs.target)?;
-    operation::note("backup-key", &inputs.key)?;
-    operation::note("backup-size", &size.to_string())?;
-    operation::note("backup-sha256", &sha256)?;
-    operation::note("backup-manifest", &recorded.to_string())?;
+    operation::note(facts::BACKUP_TARGET, &inputs.target)?;
+    operation::note(facts::BACKUP_KEY, &inputs.key)?;
+    operation::note(facts::BACKUP_SIZE, &size.to_string())?;
+    operation::note(facts::BACKUP_SHA256, &sha256)?;
+    operation::note(facts::BACKUP_MANIFEST, &recorded.to_string())?;
     done(format!(
         "{} ({:.1} MiB, {modules} modules, PostgreSQL {}) stored on {:?}, SHA-256 {}",
         inputs.key,
@@ -191,7 +164,10 @@ fn upload_backup(run: &Run, inputs: &Inputs) -> Outcome {
     ))
 }
 
-fn prune_backups(inputs: &Inputs) -> Outcome {
+// ---- prune-backups --------------------------------------------------------------------------
+
+fn prune_backups(_run: &Run) -> Outcome {
+    let inputs = inputs()?;
     let Some(retention) = inputs.retention else {
         return Ok(StepOutcome::Skipped(format!(
             "no retention policy for storage target {:?}",
@@ -203,13 +179,13 @@ fn prune_backups(inputs: &Inputs) -> Outcome {
     let prune = to_prune(&keys, &inputs.prefix, retention);
     let backups = keys
         .iter()
-        .filter(|k| stamp(k, &inputs.prefix).is_some())
+        .filter(|k| backup_key::parse(k, &inputs.prefix).is_some())
         .count();
     for key in &prune {
         targets::delete(&inputs.target, key)?;
     }
     operation::note(
-        "backup-pruned",
+        facts::BACKUP_PRUNED,
         &serde_json::to_string(&prune).expect("JSON"),
     )?;
     done(format!(
@@ -223,40 +199,6 @@ fn prune_backups(inputs: &Inputs) -> Outcome {
     ))
 }
 
-/// A backup key's time as (days since 1970-01-01, seconds into the day), from
-/// `<prefix><YYYYmmdd>T<HHMMSS>Z-run<id>.zip`. Anything else is not a backup Berth wrote.
-fn stamp(key: &str, prefix: &str) -> Option<(i64, u32)> {
-    let name = key.strip_prefix(prefix)?;
-    if name.contains('/') || !name.ends_with(".zip") || name.len() < 16 {
-        return None;
-    }
-    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then_some(());
-    let (date, time) = (&name[..8], &name[9..15]);
-    digits(date)?;
-    digits(time)?;
-    if &name[8..9] != "T" || &name[15..16] != "Z" {
-        return None;
-    }
-    let y: i64 = date[..4].parse().ok()?;
-    let m: u32 = date[4..6].parse().ok()?;
-    let d: u32 = date[6..8].parse().ok()?;
-    let secs: u32 = time[..2].parse::<u32>().ok()? * 3600
-        + time[2..4].parse::<u32>().ok()? * 60
-        + time[4..6].parse::<u32>().ok()?;
-    Some((days_from_civil(y, m, d), secs))
-}
-
-/// Days since 1970-01-01 of a Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// The backups to delete under grandfather-father-son retention: keep the newest backup of each
 /// of the `daily` most recent days that have one, of each of the `weekly` most recent weeks
 /// (Monday to Sunday) and of each of the `monthly` most recent months; the newest is always kept.
@@ -264,16 +206,16 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 pub fn to_prune(keys: &[String], prefix: &str, retention: Retention) -> Vec<String> {
     let mut dated: Vec<(&String, (i64, u32))> = keys
         .iter()
-        .filter_map(|k| stamp(k, prefix).map(|s| (k, s)))
+        .filter_map(|k| backup_key::parse(k, prefix).map(|s| (k, s)))
         .collect();
     dated.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(a.0)));
+    // Months since year 0, from the day count (via the civil date's year and month).
     let month = |days: i64| {
-        // Months since year 0, from the day count (via the civil date's year and month).
-        let (y, m) = civil_month(days);
+        let (y, m, _) = civil_from_days(days);
         y * 12 + i64::from(m)
     };
     // 1970-01-01 was a Thursday: shifting by 3 makes weeks start on Monday.
-    let periods: [(usize, &dyn Fn(i64) -> i64); 3] = [
+    let periods: [(u32, &dyn Fn(i64) -> i64); 3] = [
         (retention.daily, &|d| d),
         (retention.weekly, &|d| (d + 3).div_euclid(7)),
         (retention.monthly, &month),
@@ -287,7 +229,7 @@ pub fn to_prune(keys: &[String], prefix: &str, retention: Retention) -> Vec<Stri
             if seen.contains(&p) {
                 continue;
             }
-            if seen.len() == count {
+            if seen.len() == count as usize {
                 break;
             }
             seen.push(p);
@@ -301,39 +243,13 @@ pub fn to_prune(keys: &[String], prefix: &str, retention: Retention) -> Vec<Stri
         .collect()
 }
 
-/// (year, month) of a day count since 1970-01-01.
-fn civil_month(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_contract::dates::days_from_civil;
 
     fn key(date: &str) -> String {
         format!("shop/prod/{date}T030000Z-run1.zip")
-    }
-
-    #[test]
-    fn stamps_are_read_from_berth_keys_only() {
-        assert_eq!(stamp(&key("19700102"), "shop/prod/"), Some((1, 10_800)));
-        assert_eq!(
-            stamp(&key("20000301"), "shop/prod/"),
-            Some((11_017, 10_800))
-        );
-        assert_eq!(stamp("shop/prod/notes.txt", "shop/prod/"), None);
-        assert_eq!(
-            stamp("shop/prod/x/20000301T030000Z-run1.zip", "shop/prod/"),
-            None
-        );
-        assert_eq!(stamp(&key("20000301"), "other/"), None);
     }
 
     #[test]
@@ -342,8 +258,7 @@ mod tests {
         let start = days_from_civil(2026, 6, 1);
         let keys: Vec<String> = (0..180)
             .map(|i| {
-                let (y, m) = civil_month(start + i);
-                let d = start + i - days_from_civil(y, m, 1) + 1;
+                let (y, m, d) = civil_from_days(start + i);
                 key(&format!("{y:04}{m:02}{d:02}"))
             })
             .collect();

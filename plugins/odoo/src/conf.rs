@@ -25,7 +25,7 @@ impl OdooConf<'_> {
             ("addons_path", addons),
             ("data_dir", crate::DATA_DIR.into()),
             ("db_host", crate::DB_CONTAINER.into()),
-            ("db_port", "5432".into()),
+            ("db_port", crate::DB_PORT.to_string()),
             ("db_user", self.db_user.into()),
             ("db_password", self.db_password.into()),
             ("db_name", self.database.into()),

@@ -1,13 +1,20 @@
-//! The deploy flow's steps, one function each, in the seed's order. Every step checks before it
-//! acts (a container that exists is reused, a database that is initialised is left alone), so a run
-//! interrupted half-way can run it again. The data is never touched by a deploy: PostgreSQL's
-//! volume and Odoo's data volume survive every container they are mounted in.
+//! The deploy flow's steps, one function each, and the tables that name them in the seed's order:
+//! [`DEPLOY`] (first deploy, redeploy, a full auto-deploy) and [`FAST`] (a fast auto-deploy). A
+//! lifecycle finds a step by its name in its table ([`run`]) and lists the table's names as its
+//! steps ([`names`]), so each name is written once, beside the function that performs it.
+//!
+//! Every step checks before it acts (a container that exists is reused, a database that is
+//! initialised is left alone), so a run interrupted half-way can run it again. The data is never
+//! touched by a deploy: PostgreSQL's volume and Odoo's data volume survive every container they
+//! are mounted in.
 
 use std::time::{Duration, Instant};
 
 use berth_sdk::blobs::Blob;
 use berth_sdk::operation::{self, EnvironmentSettings, Repository, RepositoryLevel};
-use berth_sdk::{Environment, Error, StepOutcome, database, docker, git, info, secrets, ssh};
+use berth_sdk::{
+    Environment, Error, RunInputs, StepOutcome, database, docker, git, info, secrets, ssh,
+};
 
 use crate::conf::{OdooConf, addons_path};
 use crate::deps;
@@ -20,6 +27,63 @@ const REFUSALS: u32 = 3;
 
 /// How often a step that waits (for PostgreSQL, for Odoo's health) asks again.
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long the health check of a deploy (and of a full auto-deploy, and of a restore) waits for
+/// Odoo.
+pub const HEALTH_LIMIT: Duration = Duration::from_secs(300);
+/// The seed's bound on a fast auto-deploy's health check.
+pub const FAST_HEALTH_LIMIT: Duration = Duration::from_secs(90);
+
+/// The steps of a deploy (first deploy, redeploy, full auto-deploy), in the seed's order.
+pub const DEPLOY: &[Step] = &[
+    Step::new("connect-server", connect_server),
+    Step::new("setup-database", setup_database),
+    Step::new("configure-dns", configure_dns),
+    Step::new("clone-repositories", export_repositories),
+    Step::new("start-odoo", start_odoo),
+    Step::new("install-dependencies", install_dependencies),
+    Step::new("initialize-database", initialize_database),
+    Step::new("configure-ssl", configure_ssl),
+    Step::new("health-check", health_check),
+];
+
+/// The steps of a fast auto-deploy, in the seed's order.
+pub const FAST: &[Step] = &[
+    Step::new("pull-latest-code", export_repositories),
+    Step::new("restart-odoo", restart_odoo),
+    Step::new("health-check", fast_health_check),
+];
+
+/// One step of a lifecycle: the name its runs show, and the function that performs it.
+#[derive(Clone, Copy)]
+pub struct Step {
+    pub name: &'static str,
+    pub run: fn(&Run) -> Outcome,
+}
+
+impl Step {
+    pub const fn new(name: &'static str, run: fn(&Run) -> Outcome) -> Self {
+        Step { name, run }
+    }
+}
+
+/// The names of `table`'s steps, in order: what a lifecycle's `steps` answers.
+pub fn names(table: &[Step]) -> Vec<String> {
+    table.iter().map(|s| s.name.to_string()).collect()
+}
+
+/// The step of `table` named `name`.
+pub fn find<'t>(table: &'t [Step], name: &str) -> Result<&'t Step, Error> {
+    table
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| Error::invalid(format!("no step named {name:?}")))
+}
+
+/// Runs the step of `table` named `name`.
+pub fn run(table: &[Step], name: &str, run: &Run) -> Outcome {
+    (find(table, name)?.run)(run)
+}
 
 /// What every step needs to know about the run: its environment, settings and repositories.
 pub struct Run {
@@ -60,30 +124,22 @@ impl Run {
     }
 }
 
-/// The run's inputs (what the engine or the API asked of it), and a text input the run needs.
-pub(crate) struct Inputs(serde_json::Value);
-
-impl Inputs {
-    pub(crate) fn load() -> Result<Self, Error> {
-        serde_json::from_str(&operation::inputs()?)
-            .map(Inputs)
-            .map_err(|e| Error::invalid(format!("the run's inputs: {e}")))
-    }
-
-    pub(crate) fn text(&self, key: &str) -> Result<String, Error> {
-        self.0
-            .get(key)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-            .ok_or_else(|| Error::invalid(format!("the run has no {key:?} input")))
-    }
-
-    pub(crate) fn value(&self) -> &serde_json::Value {
-        &self.0
-    }
+/// The error of a run whose inputs are not the kind its operation needs (`wanted`: `backup`,
+/// `restore`).
+pub(crate) fn wrong_inputs(wanted: &str, inputs: &RunInputs) -> Error {
+    Error::invalid(format!(
+        "a {wanted} run needs {wanted} inputs, but this run's inputs are {}",
+        inputs.kind()
+    ))
 }
 
-pub(crate) type Outcome = Result<StepOutcome, Error>;
+/// The facts recorded on the run so far.
+pub fn facts() -> Result<serde_json::Value, Error> {
+    serde_json::from_str(&operation::facts()?)
+        .map_err(|e| Error::failed(format!("the run's facts are not JSON: {e}")))
+}
+
+pub type Outcome = Result<StepOutcome, Error>;
 
 pub(crate) fn done(summary: impl Into<String>) -> Outcome {
     Ok(StepOutcome::Done(Some(summary.into())))
@@ -236,7 +292,7 @@ pub fn setup_database(run: &Run) -> Outcome {
         }
         let password = secrets::get(crate::POSTGRES_PASSWORD)?;
         let env = vec![
-            ("POSTGRES_USER".into(), "postgres".into()),
+            ("POSTGRES_USER".into(), crate::DB_SUPERUSER.into()),
             ("POSTGRES_PASSWORD".into(), password),
         ];
         let data = docker::Mount {
@@ -320,9 +376,7 @@ pub fn export_repositories(run: &Run) -> Outcome {
 /// (see [`plan_commit`]), else the one its trigger pinned, else the head of its branch.
 pub fn target_commit(repository: &Repository) -> Result<String, Error> {
     git::fetch(&repository.url)?;
-    let facts: serde_json::Value = serde_json::from_str(&operation::facts()?)
-        .map_err(|e| Error::failed(format!("the run's facts are not JSON: {e}")))?;
-    if let Some(planned) = facts[planned_key(&repository.name)].as_str() {
+    if let Some(planned) = facts()?[planned_key(&repository.name)].as_str() {
         return Ok(planned.to_string());
     }
     match &repository.pinned {
@@ -571,9 +625,19 @@ pub fn restart_odoo(_run: &Run) -> Outcome {
 
 // ---- health-check ---------------------------------------------------------------------------
 
+/// A deploy's health check: Odoo healthy within [`HEALTH_LIMIT`].
+pub fn health_check(run: &Run) -> Outcome {
+    wait_until_healthy(run, HEALTH_LIMIT)
+}
+
+/// A fast auto-deploy's health check: Odoo healthy within [`FAST_HEALTH_LIMIT`].
+pub fn fast_health_check(run: &Run) -> Outcome {
+    wait_until_healthy(run, FAST_HEALTH_LIMIT)
+}
+
 /// Waits (bounded) until Odoo answers its health endpoint — with the database check where the
 /// series has it — and serves the environment's database.
-pub fn health_check(run: &Run, limit: Duration) -> Outcome {
+pub fn wait_until_healthy(run: &Run, limit: Duration) -> Outcome {
     let version = crate::series(&run.environment.odoo_version).unwrap_or((17, 0));
     let deadline = Instant::now() + limit;
     let mut attempts = 0;
@@ -675,21 +739,46 @@ fn http_status(url: &str) -> Result<String, Error> {
     Ok(code)
 }
 
-// ---- dispatch -------------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Runs the step named `step`; `health_limit` bounds the health check's wait.
-pub fn run_step(step: &str, run: &Run, health_limit: Duration) -> Outcome {
-    match step {
-        "connect-server" => connect_server(run),
-        "setup-database" => setup_database(run),
-        "configure-dns" => configure_dns(run),
-        "clone-repositories" | "pull-latest-code" => export_repositories(run),
-        "start-odoo" => start_odoo(run),
-        "install-dependencies" => install_dependencies(run),
-        "initialize-database" => initialize_database(run),
-        "configure-ssl" => configure_ssl(run),
-        "restart-odoo" => restart_odoo(run),
-        "health-check" => health_check(run, health_limit),
-        other => Err(Error::invalid(format!("no step named {other:?}"))),
+    #[test]
+    fn the_tables_are_the_seeds_steps_in_order() {
+        assert_eq!(
+            names(DEPLOY),
+            [
+                "connect-server",
+                "setup-database",
+                "configure-dns",
+                "clone-repositories",
+                "start-odoo",
+                "install-dependencies",
+                "initialize-database",
+                "configure-ssl",
+                "health-check",
+            ]
+        );
+        assert_eq!(
+            names(FAST),
+            ["pull-latest-code", "restart-odoo", "health-check"]
+        );
+    }
+
+    #[test]
+    fn a_step_is_found_by_its_name_only() {
+        assert_eq!(find(FAST, "restart-odoo").unwrap().name, "restart-odoo");
+        match find(FAST, "connect-server") {
+            Err(Error::Invalid(m)) => assert_eq!(m, "no step named \"connect-server\""),
+            other => panic!("expected invalid, got {:?}", other.map(|s| s.name)),
+        }
+        for table in [DEPLOY, FAST, crate::backup::STEPS, crate::restore::STEPS] {
+            let mut seen = std::collections::BTreeSet::new();
+            assert!(
+                table.iter().all(|s| seen.insert(s.name)),
+                "{:?}",
+                names(table)
+            );
+        }
     }
 }

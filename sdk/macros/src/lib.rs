@@ -26,10 +26,10 @@ impl Parse for Input {
 }
 
 /// The contract version the SDK is built against (wit/).
-const CONTRACT_VERSION: &str = "0.1.0";
+const CONTRACT_VERSION: &str = "0.2.0";
 
 /// The host interfaces every world imports; their bindings come from the SDK.
-const IMPORTS: [&str; 12] = [
+const IMPORTS: [&str; 14] = [
     "types",
     "log",
     "config",
@@ -42,6 +42,8 @@ const IMPORTS: [&str; 12] = [
     "storage",
     "git",
     "operation",
+    "targets",
+    "archive",
 ];
 
 #[proc_macro]
@@ -63,7 +65,7 @@ pub fn export(input: TokenStream) -> TokenStream {
             quote! {
                 impl exports::berth::plugin::lifecycle_steps::Guest for Glue {
                     fn steps(
-                        operation: String,
+                        operation: ::berth_sdk::Operation,
                         environment: ::berth_sdk::Environment,
                     ) -> Result<Vec<String>, ::berth_sdk::Error> {
                         <#plugin as ::berth_sdk::Lifecycle>::steps(operation, environment)

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use berth_backends::database::{DumpFormat, Value};
+use berth_backends::ssh::Command;
 use berth_e2e::peak_rss_mib;
 use berth_e2e::server::{Env, start_postgres};
-use berth_primitives::database::{DumpFormat, Value};
-use berth_primitives::ssh::Command;
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();

@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
+use berth_backends::storage::{Connection, Credentials, FtpTls, Protocol, Remote, TlsMode};
 use berth_e2e::{peak_rss_mib, testbed};
-use berth_primitives::storage::{Connection, Credentials, FtpTls, Protocol, Remote, TlsMode};
 use tokio::io::AsyncReadExt;
 
 fn main() {

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_runtime::{
-    Capability, Environment, Event, Grant, Invocation, Limits, MemoryAudit, MemoryLog, RunInfo,
-    Scope, Server, Settings, Stage,
+    Capability, Environment, Event, Grant, Invocation, MemoryAudit, MemoryLog, Operation, RunInfo,
+    Scope, Server, Settings, Stage, Workspace,
 };
 
 /// The path of a built component, e.g. `component("hello_hook")`.
@@ -71,30 +71,27 @@ impl Harness {
                 scope: scope.clone(),
             })
             .collect();
-        let invocation = Invocation {
-            run: RunInfo {
-                id: "run-1".into(),
-                operation: "redeploy".into(),
-                environment: environment(env),
-            },
-            grants: Arc::new(grants),
-            settings: Arc::new(Settings::default()),
-            workspace: Some(workspace.path().to_path_buf()),
-            audit: audit.clone(),
-            log: log.clone(),
-            limits: Limits::default(),
-            server: None,
-            mirrors: None,
-            context: None,
-            storage: None,
-            targets: None,
-        };
+        let invocation = Invocation::new(RunInfo {
+            id: "run-1".into(),
+            operation: Operation::Redeploy.into(),
+            environment: environment(env),
+        })
+        .grants(grants)
+        .audit(audit.clone())
+        .log(log.clone())
+        .lend(Arc::new(Settings::default()))
+        .lend(Arc::new(Workspace::new(workspace.path())));
         Harness {
             invocation,
             log,
             audit,
             workspace,
         }
+    }
+
+    /// Lends the run's capabilities `context` (a server, mirrors, storage targets, settings…).
+    pub fn lend<T: ?Sized + Send + Sync + 'static>(&mut self, context: Arc<T>) {
+        self.invocation = self.invocation.clone().lend(context);
     }
 
     /// An event at `point` for this harness's run.
@@ -302,9 +299,9 @@ pub mod server {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use berth_primitives::database::{DbAccess, EnvDatabase};
-    use berth_primitives::docker::{ContainerSpec, EnvDocker, Scope, connect};
-    use berth_primitives::ssh::{SshPool, Target};
+    use berth_backends::database::{DbAccess, EnvDatabase};
+    use berth_backends::docker::{ContainerSpec, EnvDocker, Scope, connect};
+    use berth_backends::ssh::{SshPool, Target};
 
     use super::testbed;
 

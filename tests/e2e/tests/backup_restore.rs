@@ -5,13 +5,13 @@
 //! before anything stops; custom-format dumps from objects Berth did not write; confirmations;
 //! wrong credentials.
 
+use berth_backends::zip_stream::ZipStream;
 use berth_e2e::backups::{
     add_targets, backup, db_container, deployed, docker, filestore, odoo_container, odoo_running,
     partners, restore, restore_from, sql, write_attachment,
 };
 use berth_e2e::control_plane::{Fixture, fixture, step, steps, unique};
 use berth_e2e::{storage_targets, testbed};
-use berth_primitives::odoo_zip::ZipStream;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -224,17 +224,17 @@ async fn upload(key: &str, bytes: &[u8]) {
 }
 
 /// The test bed's S3 server, as the MinIO-preset target reaches it (its prefix is `backups/acme`).
-async fn minio() -> berth_primitives::storage::Connection {
+async fn minio() -> berth_backends::storage::Connection {
     let bed = testbed();
     let (endpoint, bucket, ak, sk) = &bed.s3;
-    berth_primitives::storage::Connection::open(
-        &berth_primitives::storage::Protocol::S3 {
+    berth_backends::storage::Connection::open(
+        &berth_backends::storage::Protocol::S3 {
             endpoint: endpoint.clone(),
             region: "us-east-1".into(),
             bucket: bucket.clone(),
             path_style: true,
         },
-        &berth_primitives::storage::Credentials {
+        &berth_backends::storage::Credentials {
             user: ak.clone(),
             secret: sk.clone(),
         },

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use berth_backends::database::{DbAccess, DbError, DumpFormat, EnvDatabase, Value};
 use berth_e2e::server::{Env, start_postgres};
-use berth_primitives::database::{DbAccess, DbError, DumpFormat, EnvDatabase, Value};
 
 async fn count(db: &EnvDatabase, name: &str) -> i64 {
     let (_, rows) = db
@@ -208,11 +208,11 @@ async fn plugins_reach_the_database_only_as_granted(env: &Env, access: &DbAccess
             .invocation
             .grants
             .clone();
-        h.invocation.server = Some(ServerAccess {
+        h.lend(std::sync::Arc::new(ServerAccess {
             pool: env.pool.clone(),
             target: env.target.clone(),
             database: Some(access.clone()),
-        });
+        }));
         let outcome = plugin.handle(&rt, &h.invocation, &h.event(point, db)).await;
         (outcome, h.log.messages())
     };

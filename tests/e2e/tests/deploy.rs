@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
+use berth_backends::database::{DbAccess, EnvDatabase, Value as DbValue};
+use berth_backends::docker::{EnvDocker, Scope, connect};
+use berth_backends::ssh::{SshPool, Target};
 use berth_e2e::control_plane::{
     ControlPlane, Fixture, commit, fixture, report_timing, step, steps, unique,
 };
 use berth_e2e::testbed;
-use berth_primitives::database::{DbAccess, EnvDatabase, Value as DbValue};
-use berth_primitives::docker::{EnvDocker, Scope, connect};
-use berth_primitives::ssh::{SshPool, Target};
 use serde_json::{Value, json};
 
 /// The environment's database as the primitives reach it (the test's own window on the data).

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use berth_backends::docker::{ContainerSpec, DockerError, EnvDocker};
 use berth_e2e::server::Env;
 use berth_e2e::testbed;
-use berth_primitives::docker::{ContainerSpec, DockerError, EnvDocker};
 
 /// Docker fenced to `acme/shop/<env>` on test server 1 (the `Env` keeps the connection's files).
 fn env_docker(env: &str) -> (EnvDocker, Env) {

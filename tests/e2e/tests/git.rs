@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
+use berth_backends::git::{GitError, Mirrors};
+use berth_backends::ssh::Command;
 use berth_e2e::control_plane::git;
 use berth_e2e::server::Env;
-use berth_primitives::git::{GitError, Mirrors};
-use berth_primitives::ssh::Command;
 
 /// A repository with two commits on `main`; returns (url, first, second).
 fn repository(dir: &Path) -> (String, String, String) {
@@ -129,12 +129,12 @@ async fn plugins_use_git_only_with_the_grant() {
     let plugin = rt.load_file(&component("misbehave")).await.unwrap();
     let harness = |grants: &[&str]| {
         let mut h = Harness::new(&env.name, "misbehave", grants);
-        h.invocation.mirrors = Some(mirrors.clone());
-        h.invocation.server = Some(ServerAccess {
+        h.lend(mirrors.clone());
+        h.lend(std::sync::Arc::new(ServerAccess {
             pool: env.pool.clone(),
             target: env.target.clone(),
             database: None,
-        });
+        }));
         h
     };
     let h = harness(&[]);

@@ -12,11 +12,11 @@ fn harness(env: &str, grant_env: &str, grants: &[&str], server: &Env) -> Harness
         .invocation
         .grants
         .clone();
-    h.invocation.server = Some(ServerAccess {
+    h.lend(std::sync::Arc::new(ServerAccess {
         pool: server.pool.clone(),
         target: server.target.clone(),
         database: None,
-    });
+    }));
     h
 }
 

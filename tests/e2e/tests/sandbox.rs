@@ -48,7 +48,7 @@ async fn the_example_loads_runs_logs_and_continues() {
         (d.name.as_str(), d.version.as_str()),
         ("hello-hook", "0.1.0")
     );
-    assert_eq!(plugin.wit_version(), "0.1.0");
+    assert_eq!(plugin.wit_version(), "0.2.0");
     assert!(d.subscribes_to("before:health-check"));
 
     let h = Harness::new("staging", "hello-hook", &[]);
@@ -70,7 +70,7 @@ async fn configuration_comes_from_settings_over_declared_defaults() {
     let mut h = Harness::new("staging", "hello-hook", &[]);
     let settings: berth_runtime::Settings =
         toml_settings("[plugins.hello-hook.config]\ngreeting = \"ahoy\"\n");
-    h.invocation.settings = std::sync::Arc::new(settings);
+    h.lend(std::sync::Arc::new(settings));
     plugin
         .handle(&rt, &h.invocation, &h.event("before:health-check", "{}"))
         .await
@@ -262,8 +262,9 @@ async fn secrets_need_their_own_grant_and_never_reach_the_log() {
     ));
 
     let (allowed, h) = misbehave("before:read-secret", &["secret:token"], |h| {
-        h.invocation.settings =
-            std::sync::Arc::new(toml_settings("[secrets]\ntoken = \"hunter22\"\n"));
+        h.lend(std::sync::Arc::new(toml_settings(
+            "[secrets]\ntoken = \"hunter22\"\n",
+        )));
     })
     .await;
     assert!(matches!(allowed.unwrap(), Verdict::Continue));
@@ -272,7 +273,7 @@ async fn secrets_need_their_own_grant_and_never_reach_the_log() {
     assert_eq!(records.len(), 1);
     assert!(records[0].allowed && records[0].capability == "secret:token");
     assert!(
-        !format!("{:?}", h.invocation.settings).contains("hunter22"),
+        !format!("{:?}", h.invocation.lent::<berth_runtime::Settings>()).contains("hunter22"),
         "secrets are redacted in Debug"
     );
 }
@@ -407,7 +408,7 @@ async fn a_lifecycle_plugin_is_recognised_by_its_world_and_is_not_a_hook() {
         plugin
             .exports()
             .iter()
-            .any(|e| e == "berth:plugin/lifecycle-steps@0.1.0")
+            .any(|e| e == "berth:plugin/lifecycle-steps@0.2.0")
     );
     let h = Harness::new("staging", "steps", &[]);
     let outcome = plugin

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use berth_backends::ssh::{Command, SshError, SshPool, Stream, Target};
 use berth_e2e::{TestServer, testbed};
-use berth_primitives::ssh::{Command, SshError, SshPool, Stream, Target};
 
 fn target(server: &TestServer) -> Target {
     Target {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use berth_e2e::{Harness, component, storage_targets};
-use berth_runtime::primitives::blobs::Blob;
+use berth_runtime::capabilities::blobs::Blob;
 use berth_runtime::settings::Secret;
 use berth_runtime::{
     Limits, Plugin, Runtime, RuntimeOptions, StorageAnswer, StorageRequest, StorageTarget,
@@ -80,7 +80,7 @@ async fn every_backend_stores_lists_returns_and_deletes() {
     for (name, plugin) in plugins {
         let plugin = load(&runtime, plugin).await;
         let mut h = Harness::new("storage", plugin.name(), &["storage"]);
-        h.invocation.storage = Some(Arc::new(storage.clone()));
+        h.lend(Arc::new(storage.clone()));
         // Transfers and logins take the time they take (pure-ftpd delays a failed login on purpose).
         h.invocation.limits = Limits::step();
         let call = async |request| {
@@ -162,7 +162,7 @@ async fn failed_check(
     name: &str,
 ) -> String {
     let mut h = Harness::new("storage", plugin.name(), &["storage"]);
-    h.invocation.storage = Some(Arc::new(storage));
+    h.lend(Arc::new(storage));
     // Transfers and logins take the time they take (pure-ftpd delays a failed login on purpose).
     h.invocation.limits = Limits::step();
     plugin
@@ -210,7 +210,7 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
     // Without the grant, nothing is reached.
     let plugin = load(&runtime, "storage_s3").await;
     let mut h = Harness::new("storage", plugin.name(), &[]);
-    h.invocation.storage = Some(Arc::new(storage.clone()));
+    h.lend(Arc::new(storage.clone()));
     let err = plugin
         .storage(&runtime, &h.invocation, "minio", StorageRequest::Check)
         .await

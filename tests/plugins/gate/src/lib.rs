@@ -2,6 +2,7 @@
 //! `frozen-…`) before Odoo starts, reports every healthy deploy, and tries (in vain) to write on
 //! the run's record.
 
+use berth_contract::facts;
 use berth_sdk::prelude::*;
 
 struct Gate;
@@ -25,7 +26,7 @@ impl Hook for Gate {
             "after:health-check" => {
                 info!("gate: {env} is healthy after {}", event.run.operation);
                 // A hook observes the run; it may not steer it.
-                if let Err(e) = berth_sdk::operation::note("path", "fast") {
+                if let Err(e) = berth_sdk::operation::note(facts::PATH, "fast") {
                     info!("gate: note refused: {}", e.message());
                 }
                 Ok(Verdict::Continue)

@@ -1,4 +1,5 @@
-//! The smallest lifecycle plugin: the operation `noop` with two steps that do nothing.
+//! The smallest lifecycle plugin: two steps that do nothing, whatever the operation (operations are
+//! the contract's fixed list, so it has none of its own), and no conventions.
 
 use berth_sdk::prelude::*;
 
@@ -12,13 +13,8 @@ impl Plugin for Steps {
 }
 
 impl Lifecycle for Steps {
-    fn steps(operation: String, _environment: Environment) -> Result<Vec<String>, Error> {
-        match operation.as_str() {
-            "noop" => Ok(vec!["look-around".into(), "report".into()]),
-            other => Err(Error::invalid(format!(
-                "steps does not know the operation {other:?}"
-            ))),
-        }
+    fn steps(_operation: Operation, _environment: Environment) -> Result<Vec<String>, Error> {
+        Ok(vec!["look-around".into(), "report".into()])
     }
 
     fn run_step(context: StepContext) -> Result<StepOutcome, Error> {

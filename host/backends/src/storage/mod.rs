@@ -109,6 +109,9 @@ pub fn check_key(key: &str) -> Result<()> {
     }
 }
 
+/// A connection shared by the calls that use it (a plugin's handle holds one).
+pub type SharedConnection = std::sync::Arc<Connection>;
+
 impl Connection {
     /// Connects and authenticates. `known_hosts` pins SFTP servers' host keys.
     pub async fn open(

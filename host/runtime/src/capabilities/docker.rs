@@ -1,20 +1,21 @@
 //! `docker`: containers of the run's environment on its server, through the SSH connection.
 //! Capability `docker`. The fence (labels, name prefix, no privileged mode, no host network, bind
-//! mounts only inside the environment's directory) is `berth_primitives::docker::EnvDocker`'s; a
+//! mounts only inside the environment's directory) is `berth_backends::docker::EnvDocker`'s; a
 //! request against it is answered `denied`.
 
-use berth_primitives::docker::{self as backend, DockerError, EnvDocker, Scope};
-use berth_primitives::ssh::Stream;
+use berth_backends::docker::{self as backend, DockerError, EnvDocker, Scope};
+use berth_backends::ssh::Stream;
 
 use wasmtime::component::Resource;
 
 use super::blobs::Blob;
+use crate::bindings::Fault;
 use crate::bindings::docker::{ContainerInfo, ContainerSpec, Host};
 use crate::bindings::ssh::ExecResult;
 use crate::bindings::types::Error;
 use crate::grants::Capability;
 use crate::runlog::OutputLines;
-use crate::state::{Fault, RunState};
+use crate::state::RunState;
 
 fn docker_fault(err: DockerError) -> Fault {
     Fault::Guest(match err {
@@ -32,7 +33,7 @@ impl RunState {
         self.env_docker(access)
     }
 
-    fn env_docker(&self, access: crate::invoke::ServerAccess) -> Result<EnvDocker, Fault> {
+    fn env_docker(&self, access: super::ssh::ServerAccess) -> Result<EnvDocker, Fault> {
         let docker = backend::connect(access.pool, access.target).map_err(docker_fault)?;
         let env = &self.env;
         Ok(EnvDocker::new(
@@ -183,5 +184,118 @@ impl Host for RunState {
             }),
         );
         self.push(blob)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The door of `docker` (its grant, its scope, the server the run lent), how Docker failures
+    //! reach the plugin, and that the environment's fence answers `denied` before anything is
+    //! sent to a server.
+
+    use std::sync::Arc;
+
+    use super::super::testing::{self, Run};
+    use super::{ContainerSpec, DockerError, Error, Fault, RunState, docker_fault};
+    use crate::bindings::docker::{self, Mount};
+
+    async fn start(state: &mut RunState) -> Result<(), Fault> {
+        docker::Host::start(state, "odoo".into()).await
+    }
+
+    async fn list(state: &mut RunState) -> Result<Vec<docker::ContainerInfo>, Fault> {
+        docker::Host::list_containers(state).await
+    }
+
+    async fn archive(
+        state: &mut RunState,
+    ) -> Result<wasmtime::component::Resource<super::Blob>, Fault> {
+        docker::Host::archive(state, "odoo".into(), "/var/lib/odoo".into()).await
+    }
+
+    fn spec(name: &str, mounts: Vec<Mount>, networks: Vec<String>) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: "odoo:17".into(),
+            command: vec![],
+            env: vec![],
+            mounts,
+            networks,
+            ports: vec![],
+            restart_policy: None,
+            labels: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_without_the_grant_is_denied_and_audited() {
+        testing::assert_denied_without_grant("docker", "docker.start", start).await;
+        testing::assert_denied_without_grant("docker", "docker.list-containers", list).await;
+        testing::assert_denied_without_grant("docker", "docker.archive", archive).await;
+    }
+
+    #[tokio::test]
+    async fn a_grant_for_another_scope_does_not_count() {
+        testing::assert_other_scopes_do_not_count("docker", "docker.start", start).await;
+        testing::assert_other_scopes_do_not_count("docker", "docker.archive", archive).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_without_a_server_answers_unsupported() {
+        let missing = "this run has no server";
+        testing::assert_unsupported_when_nothing_lent("docker", "docker.start", missing, start)
+            .await;
+        testing::assert_unsupported_when_nothing_lent(
+            "docker",
+            "docker.list-containers",
+            missing,
+            list,
+        )
+        .await;
+        testing::assert_unsupported_when_nothing_lent("docker", "docker.archive", missing, archive)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn the_fence_answers_before_the_server_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run::lifecycle()
+            .granted("docker")
+            .lend(Arc::new(testing::server_access(dir.path(), None)));
+        let mount = |source: &str| Mount {
+            source: source.into(),
+            target: "/mnt".into(),
+            read_only: true,
+        };
+        let outside = spec("odoo", vec![mount("/etc")], vec![]);
+        let err = testing::guest_error(docker::Host::create(&mut run.state(), outside).await);
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("\"/etc\"")),
+            "a bind mount outside the environment: {err:?}"
+        );
+        let host_network = spec("odoo", vec![], vec!["host".into()]);
+        let err = testing::guest_error(docker::Host::create(&mut run.state(), host_network).await);
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("\"host\"")),
+            "the host network: {err:?}"
+        );
+        let bad_name = spec("Odoo Server", vec![], vec![]);
+        let err = testing::guest_error(docker::Host::create(&mut run.state(), bad_name).await);
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+    }
+
+    #[test]
+    fn docker_errors_map_to_the_error_a_plugin_can_act_on() {
+        let map = |err: DockerError| match docker_fault(err) {
+            Fault::Guest(err) => (err.kind(), err.message().to_string()),
+            Fault::Trap(trap) => panic!("a Docker error must not trap: {trap:#}"),
+        };
+        assert_eq!(
+            map(DockerError::NotFound("no container odoo".into())),
+            ("not-found", "no container odoo".into())
+        );
+        assert_eq!(map(DockerError::Invalid("bad".into())).0, "invalid");
+        assert_eq!(map(DockerError::Refused("privileged".into())).0, "denied");
+        assert_eq!(map(DockerError::Failed("daemon".into())).0, "failed");
     }
 }

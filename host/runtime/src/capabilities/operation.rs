@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bindings::operation::{EnvironmentSettings, Host, Repository};
+use crate::bindings::Fault;
+use crate::bindings::operation::{EnvironmentSettings, Host, Repository, RunInputs};
 use crate::bindings::types::{Error, Role};
-use crate::state::{Fault, RunState};
+use crate::state::RunState;
 
 /// Longest key and value of a recorded fact.
 const NOTE_KEY_MAX: usize = 64;
@@ -20,8 +21,8 @@ const NOTE_VALUE_MAX: usize = 4096;
 pub trait RunContext: Send + Sync {
     fn settings(&self) -> EnvironmentSettings;
     fn repositories(&self) -> Vec<Repository>;
-    /// The run's inputs as a JSON object.
-    fn inputs(&self) -> String;
+    /// What the trigger or the API asked of the run.
+    fn inputs(&self) -> RunInputs;
     fn note(&self, key: &str, value: &str);
     /// The facts recorded so far, as a JSON object of strings.
     fn facts(&self) -> String;
@@ -47,9 +48,7 @@ impl RunState {
 
     fn context(&mut self, call: &str) -> Result<Arc<dyn RunContext>, Fault> {
         self.charge()?;
-        self.context.clone().ok_or_else(|| {
-            Error::unsupported(format!("{call}: this invocation belongs to no operation")).into()
-        })
+        self.lent_or::<dyn RunContext>(call, "this invocation belongs to no operation")
     }
 }
 
@@ -62,7 +61,7 @@ impl Host for RunState {
         Ok(self.context("operation.repositories")?.repositories())
     }
 
-    async fn inputs(&mut self) -> Result<String, Fault> {
+    async fn inputs(&mut self) -> Result<RunInputs, Fault> {
         Ok(self.context("operation.inputs")?.inputs())
     }
 

@@ -2,15 +2,16 @@
 //! `database` (SQL with bound parameters), `database.admin` (create/drop/rename/copy databases and
 //! create/drop roles within the environment's name space), `database.dump` (dump and restore as host-side blobs, streamed).
 
-use berth_primitives::database::{self as backend, DbError, EnvDatabase};
-use berth_primitives::docker::{self as docker_backend, EnvDocker, Scope};
+use berth_backends::database::{self as backend, DbError, EnvDatabase};
+use berth_backends::docker::{self as docker_backend, EnvDocker, Scope};
 use wasmtime::component::Resource;
 
 use super::blobs::Blob;
+use crate::bindings::Fault;
 use crate::bindings::database::{DumpFormat, Host, Rows, Statement, Value};
 use crate::bindings::types::Error;
 use crate::grants::Capability;
-use crate::state::{Fault, RunState};
+use crate::state::RunState;
 
 fn db_fault(err: DbError) -> Fault {
     Fault::Guest(match err {
@@ -30,7 +31,7 @@ impl RunState {
 
     fn env_database(
         &self,
-        access: crate::invoke::ServerAccess,
+        access: super::ssh::ServerAccess,
         call: &str,
     ) -> Result<EnvDatabase, Fault> {
         let Some(db) = access.database.clone() else {
@@ -152,18 +153,7 @@ impl Host for RunState {
 
     async fn create_role(&mut self, name: String, password_secret: String) -> Result<(), Fault> {
         let database = self.database(&Capability::DATABASE_ADMIN, "database.create-role")?;
-        self.gate(
-            &Capability::secret(&password_secret),
-            "database.create-role",
-        )?;
-        let password = self
-            .settings
-            .secrets
-            .get(&password_secret)
-            .map(|s| s.expose().to_string())
-            .ok_or_else(|| {
-                Error::not_found(format!("no secret named {password_secret:?} is configured"))
-            })?;
+        let password = self.secret(&password_secret, "database.create-role")?;
         database
             .create_role(&name, &password)
             .await
@@ -208,5 +198,144 @@ impl Host for RunState {
             .restore(&db, format(dump_format), &mut reader)
             .await
             .map_err(db_fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The doors of `database` (three capabilities, their scope, the server and the database the
+    //! run lent), how database failures reach the plugin, and the environment's name space,
+    //! checked before anything is sent to a server.
+
+    use std::sync::Arc;
+
+    use berth_backends::database::DbAccess;
+
+    use super::super::testing::{self, Run};
+    use super::{DbError, DumpFormat, Error, Fault, RunState, db_fault};
+    use crate::bindings::database;
+
+    async fn query(state: &mut RunState) -> Result<database::Rows, Fault> {
+        database::Host::query(state, "staging".into(), "select 1".into(), vec![]).await
+    }
+
+    async fn create_database(state: &mut RunState) -> Result<(), Fault> {
+        database::Host::create_database(state, "staging_copy".into(), None).await
+    }
+
+    async fn dump(state: &mut RunState) -> Result<wasmtime::component::Resource<super::Blob>, Fault> {
+        database::Host::dump(state, "staging".into(), DumpFormat::Custom).await
+    }
+
+    fn access() -> DbAccess {
+        DbAccess {
+            host: String::new(),
+            port: 5432,
+            user: "odoo".into(),
+            password: "secret".into(),
+            container: "db".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_call_without_its_grant_is_denied_and_audited() {
+        testing::assert_denied_without_grant("database", "database.query", query).await;
+        testing::assert_denied_without_grant(
+            "database.admin",
+            "database.create-database",
+            create_database,
+        )
+        .await;
+        testing::assert_denied_without_grant("database.dump", "database.dump", dump).await;
+    }
+
+    #[tokio::test]
+    async fn the_database_grant_opens_neither_administration_nor_dumps() {
+        let run = Run::lifecycle().granted("database");
+        let err = testing::guest_error(create_database(&mut run.state()).await);
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("`database.admin`")),
+            "{err:?}"
+        );
+        let err = testing::guest_error(dump(&mut run.state()).await);
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("`database.dump`")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_grant_for_another_scope_does_not_count() {
+        testing::assert_other_scopes_do_not_count("database", "database.query", query).await;
+        testing::assert_other_scopes_do_not_count("database.dump", "database.dump", dump).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_without_a_server_answers_unsupported() {
+        let missing = "this run has no server";
+        testing::assert_unsupported_when_nothing_lent("database", "database.query", missing, query)
+            .await;
+        testing::assert_unsupported_when_nothing_lent(
+            "database.admin",
+            "database.create-database",
+            missing,
+            create_database,
+        )
+        .await;
+        testing::assert_unsupported_when_nothing_lent(
+            "database.dump",
+            "database.dump",
+            missing,
+            dump,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_server_without_a_database_answers_unsupported() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run::lifecycle()
+            .granted("database")
+            .lend(Arc::new(testing::server_access(dir.path(), None)));
+        let err = testing::guest_error(query(&mut run.state()).await);
+        assert!(
+            matches!(&err, Error::Unsupported(m) if m == "database.query: the environment has no database yet"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dump_stays_within_the_environments_name_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run::lifecycle()
+            .granted("database.dump")
+            .lend(Arc::new(testing::server_access(dir.path(), Some(access()))));
+        let dump_of = async |db: &str| {
+            database::Host::dump(&mut run.state(), db.into(), DumpFormat::Plain).await
+        };
+        let err = testing::guest_error(dump_of("postgres").await);
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("name space")),
+            "another environment's database: {err:?}"
+        );
+        let err = testing::guest_error(dump_of("Staging; drop").await);
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        // Within the name space the dump is a stream, started only when it is read.
+        dump_of("staging_copy").await.expect("a dump of the environment's own database");
+    }
+
+    #[test]
+    fn database_errors_map_to_the_error_a_plugin_can_act_on() {
+        let map = |err: DbError| match db_fault(err) {
+            Fault::Guest(err) => (err.kind(), err.message().to_string()),
+            Fault::Trap(trap) => panic!("a database error must not trap: {trap:#}"),
+        };
+        assert_eq!(
+            map(DbError::Refused("outside".into())),
+            ("denied", "outside".into())
+        );
+        assert_eq!(map(DbError::Invalid("syntax".into())).0, "invalid");
+        assert_eq!(map(DbError::NotFound("no db".into())).0, "not-found");
+        assert_eq!(map(DbError::Failed("psql".into())).0, "failed");
     }
 }

@@ -9,14 +9,15 @@
 
 use std::io::{self, Write};
 
-use berth_primitives::odoo_zip::ZipStream;
+use berth_backends::zip_stream::ZipStream;
 use tokio_util::io::SyncIoBridge;
 use wasmtime::component::Resource;
 
 use super::blobs::{Blob, blob_error};
+use crate::bindings::Fault;
 use crate::bindings::archive::{Content, Host, Member};
 use crate::bindings::types::Error;
-use crate::state::{Fault, RunState};
+use crate::state::RunState;
 
 /// Members of one zip at most (a filestore counts as one tree member).
 const MEMBERS_MAX: usize = 64;

@@ -5,33 +5,62 @@
 //! Capability `files`.
 
 use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use cap_std::fs::Dir;
 use wasmtime::component::Resource;
 
 use super::blobs::{Blob, blocking};
 use super::io_error;
+use crate::bindings::Fault;
 use crate::bindings::files::{Entry, Host};
 use crate::bindings::types::Error;
 use crate::grants::Capability;
-use crate::state::{Fault, RunState};
+use crate::state::RunState;
+
+/// What the run lends `files`: its workspace directory on the control plane, opened (as a
+/// capability, once) by the first call that needs it.
+#[derive(Debug)]
+pub struct Workspace {
+    root: PathBuf,
+    dir: OnceLock<Dir>,
+}
+
+impl Workspace {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Workspace {
+            root: root.into(),
+            dir: OnceLock::new(),
+        }
+    }
+
+    fn dir(&self) -> io::Result<&Dir> {
+        if let Some(dir) = self.dir.get() {
+            return Ok(dir);
+        }
+        let dir = Dir::open_ambient_dir(&self.root, cap_std::ambient_authority())?;
+        Ok(self.dir.get_or_init(|| dir))
+    }
+
+    /// The directory, once a door opened it.
+    fn opened(&self) -> &Dir {
+        self.dir.get().expect("opened at the door")
+    }
+}
 
 impl RunState {
     /// The door of every `files` call: the grant, then the workspace itself.
-    fn workspace(&mut self, call: &str) -> Result<&Dir, Fault> {
-        self.gate(&Capability::FILES, call)?;
-        if self.workspace.is_none() {
-            let Some(root) = &self.workspace_root else {
-                return Err(Error::unsupported(format!(
-                    "{call}: this invocation has no workspace"
-                ))
-                .into());
-            };
-            let dir = Dir::open_ambient_dir(root, cap_std::ambient_authority())
-                .map_err(|e| Error::failed(format!("cannot open the run workspace: {e}")))?;
-            self.workspace = Some(dir);
-        }
-        Ok(self.workspace.as_ref().expect("opened above"))
+    fn workspace(&mut self, call: &str) -> Result<Arc<Workspace>, Fault> {
+        let workspace = self.gate_lent::<Workspace>(
+            &Capability::FILES,
+            call,
+            "this invocation has no workspace",
+        )?;
+        workspace
+            .dir()
+            .map_err(|e| Error::failed(format!("cannot open the run workspace: {e}")))?;
+        Ok(workspace)
     }
 }
 
@@ -46,7 +75,8 @@ fn ensure_parent(dir: &Dir, path: &str) -> io::Result<()> {
 impl Host for RunState {
     async fn read(&mut self, path: String) -> Result<Vec<u8>, Fault> {
         let limit = self.limits.read_bytes as u64;
-        let dir = self.workspace("files.read")?;
+        let workspace = self.workspace("files.read")?;
+        let dir = workspace.opened();
         let size = dir
             .metadata(&path)
             .map_err(|e| io_error("files.read", &path, e))?
@@ -62,14 +92,16 @@ impl Host for RunState {
     }
 
     async fn write(&mut self, path: String, data: Vec<u8>) -> Result<(), Fault> {
-        let dir = self.workspace("files.write")?;
+        let workspace = self.workspace("files.write")?;
+        let dir = workspace.opened();
         ensure_parent(dir, &path).map_err(|e| io_error("files.write", &path, e))?;
         dir.write(&path, data)
             .map_err(|e| io_error("files.write", &path, e))
     }
 
     async fn list_dir(&mut self, path: String) -> Result<Vec<Entry>, Fault> {
-        let dir = self.workspace("files.list-dir")?;
+        let workspace = self.workspace("files.list-dir")?;
+        let dir = workspace.opened();
         let mut entries = Vec::new();
         for entry in dir
             .read_dir(&path)
@@ -90,13 +122,15 @@ impl Host for RunState {
     }
 
     async fn create_dir(&mut self, path: String) -> Result<(), Fault> {
-        let dir = self.workspace("files.create-dir")?;
+        let workspace = self.workspace("files.create-dir")?;
+        let dir = workspace.opened();
         dir.create_dir_all(&path)
             .map_err(|e| io_error("files.create-dir", &path, e))
     }
 
     async fn remove(&mut self, path: String) -> Result<(), Fault> {
-        let dir = self.workspace("files.remove")?;
+        let workspace = self.workspace("files.remove")?;
+        let dir = workspace.opened();
         let meta = dir
             .symlink_metadata(&path)
             .map_err(|e| io_error("files.remove", &path, e))?;
@@ -109,13 +143,15 @@ impl Host for RunState {
     }
 
     async fn exists(&mut self, path: String) -> Result<bool, Fault> {
-        let dir = self.workspace("files.exists")?;
+        let workspace = self.workspace("files.exists")?;
+        let dir = workspace.opened();
         dir.try_exists(&path)
             .map_err(|e| io_error("files.exists", &path, e))
     }
 
     async fn save(&mut self, path: String, data: Resource<Blob>) -> Result<u64, Fault> {
-        let dir = self.workspace("files.save")?;
+        let workspace = self.workspace("files.save")?;
+        let dir = workspace.opened();
         ensure_parent(dir, &path).map_err(|e| io_error("files.save", &path, e))?;
         let file = dir
             .create(&path)
@@ -138,6 +174,7 @@ impl Host for RunState {
         let limit = self.limits.blob_bytes;
         let file = self
             .workspace("files.open")?
+            .opened()
             .open(&path)
             .map_err(|e| io_error("files.open", &path, e))?
             .into_std();

@@ -11,16 +11,18 @@ use std::sync::Arc;
 use wasmtime::component::Resource;
 
 use super::blobs::{Blob, blob_error};
+use crate::bindings::Fault;
 use crate::bindings::targets::Host;
 use crate::bindings::types::{Error, ObjectInfo};
 use crate::engine::Runtime;
 use crate::grants::Capability;
-use crate::invoke::{Invocation, InvokeError, StorageAnswer, StorageRequest};
+use crate::invoke::{Invocation, InvokeError};
 use crate::plugin::Plugin;
-use crate::state::{Fault, RunState};
+use crate::roles::{StorageAnswer, StorageRequest};
+use crate::state::RunState;
 
 /// One target: its backend plugin and how to invoke it (its grants, the target's settings and
-/// credentials in `invocation.storage`).
+/// credentials lent to `invocation`).
 #[derive(Clone)]
 pub struct TargetBackend {
     pub plugin: Arc<Plugin>,
@@ -58,12 +60,11 @@ impl RunState {
         target: &str,
         request: StorageRequest,
     ) -> Result<StorageAnswer, Fault> {
-        self.gate(&Capability::TARGETS, call)?;
-        let targets = self.targets.clone().ok_or_else(|| {
-            Fault::from(Error::unsupported(format!(
-                "{call}: this run has no storage targets"
-            )))
-        })?;
+        let targets = self.gate_lent::<Targets>(
+            &Capability::TARGETS,
+            call,
+            "this run has no storage targets",
+        )?;
         let backend = targets.backends.get(target).ok_or_else(|| {
             Fault::from(Error::not_found(format!(
                 "{call}: the organization has no storage target named {target:?}"

@@ -1,14 +1,15 @@
 //! `config`: the plugin's own configuration, as the operator set it. Needs no grant: a plugin's
-//! configuration is addressed to it. Unset keys fall back to the default the plugin declared.
+//! configuration is addressed to it. It comes from the [`Settings`] the run lent. Unset keys fall back to the default the plugin declared.
 
 use crate::bindings::config::Host;
+use crate::settings::Settings;
 use crate::state::RunState;
 
 impl Host for RunState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.budget.charge()?;
-        let set = self
-            .settings
+        let settings = self.lent::<Settings>().unwrap_or_default();
+        let set = settings
             .plugins
             .get(&self.description.name)
             .and_then(|p| p.config.get(&key));
