@@ -5,11 +5,13 @@
 //! - [`Operation`]: the operations a run performs, by the names the WIT, the API and the state use;
 //! - [`backup_key`]: the object key of a backup, written by the engine and read by retention;
 //! - [`facts`]: the names of the facts a lifecycle plugin records for the engine to read back;
-//! - [`dates`]: the proleptic Gregorian calendar on day counts, for keys and retention.
+//! - [`dates`]: the proleptic Gregorian calendar on day counts, for keys and retention;
+//! - [`wit_glue!`]: what both sides implement on their own generated bindings, written once.
 
 pub mod backup_key;
 pub mod dates;
 pub mod facts;
+mod glue;
 mod operation;
 
 pub use operation::{Operation, UnknownOperation};

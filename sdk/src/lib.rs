@@ -302,23 +302,9 @@ impl Description {
     }
 }
 
+berth_contract::wit_glue!(error: Error, operation: Operation);
+
 impl Error {
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Error::Invalid(message.into())
-    }
-
-    pub fn failed(message: impl Into<String>) -> Self {
-        Error::Failed(message.into())
-    }
-
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Error::NotFound(message.into())
-    }
-
-    pub fn unsupported(message: impl Into<String>) -> Self {
-        Error::Unsupported(message.into())
-    }
-
     /// What a lifecycle plugin named `plugin` answers when asked for the steps of an operation it
     /// does not perform.
     pub fn unsupported_operation(plugin: &str, operation: Operation) -> Self {
@@ -328,60 +314,9 @@ impl Error {
         ))
     }
 
-    /// The message, whatever the kind.
-    pub fn message(&self) -> &str {
-        match self {
-            Error::Denied(m)
-            | Error::NotFound(m)
-            | Error::Invalid(m)
-            | Error::Unsupported(m)
-            | Error::Timeout(m)
-            | Error::Failed(m) => m,
-        }
-    }
-
     /// Whether the host refused the call for want of a grant.
     pub fn is_denied(&self) -> bool {
         matches!(self, Error::Denied(_))
-    }
-}
-
-/// The WIT's `operation` enum and [`berth_contract::Operation`] are the same list: each converts
-/// into the other, and its name is the contract's.
-impl From<Operation> for berth_contract::Operation {
-    fn from(operation: Operation) -> Self {
-        match operation {
-            Operation::FirstDeploy => Self::FirstDeploy,
-            Operation::Redeploy => Self::Redeploy,
-            Operation::AutoDeploy => Self::AutoDeploy,
-            Operation::Backup => Self::Backup,
-            Operation::Restore => Self::Restore,
-        }
-    }
-}
-
-impl From<berth_contract::Operation> for Operation {
-    fn from(operation: berth_contract::Operation) -> Self {
-        match operation {
-            berth_contract::Operation::FirstDeploy => Self::FirstDeploy,
-            berth_contract::Operation::Redeploy => Self::Redeploy,
-            berth_contract::Operation::AutoDeploy => Self::AutoDeploy,
-            berth_contract::Operation::Backup => Self::Backup,
-            berth_contract::Operation::Restore => Self::Restore,
-        }
-    }
-}
-
-impl Operation {
-    /// The name as the WIT, the API and the state spell it, e.g. `first-deploy`.
-    pub fn as_str(self) -> &'static str {
-        berth_contract::Operation::from(self).as_str()
-    }
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -1,6 +1,7 @@
-//! Odoo's backup archive — the database manager's zip (`dump.sql` first, `filestore/…`,
-//! `manifest.json`) — written as a stream: each entry is deflated as it is produced, its CRC and
-//! sizes follow it in a data descriptor, and the central directory comes last. Nothing is ever
+//! A zip archive written as a stream: each entry is deflated as it is produced, its CRC and
+//! sizes follow it in a data descriptor, and the central directory comes last. (The archive Berth
+//! writes with it is Odoo's backup — the database manager's zip, `dump.sql` first, `filestore/…`,
+//! `manifest.json` — but nothing here knows that.) Nothing is ever
 //! seeked back to, so the archive can go straight from the server to a storage target without
 //! being held in memory or on the control plane's disk. Sizes and offsets use Zip64 fields
 //! throughout, so dumps and filestores beyond 4 GiB are written the same way (Python's `zipfile`,

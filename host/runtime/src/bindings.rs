@@ -65,31 +65,7 @@ role_world!(storage_backend, "berth:plugin/storage-backend");
 role_world!(neutralizer, "berth:plugin/neutralizer");
 role_world!(importer, "berth:plugin/importer");
 
-impl From<berth_contract::Operation> for types::Operation {
-    fn from(operation: berth_contract::Operation) -> Self {
-        use berth_contract::Operation as O;
-        match operation {
-            O::FirstDeploy => types::Operation::FirstDeploy,
-            O::Redeploy => types::Operation::Redeploy,
-            O::AutoDeploy => types::Operation::AutoDeploy,
-            O::Backup => types::Operation::Backup,
-            O::Restore => types::Operation::Restore,
-        }
-    }
-}
-
-impl From<types::Operation> for berth_contract::Operation {
-    fn from(operation: types::Operation) -> Self {
-        use berth_contract::Operation as O;
-        match operation {
-            types::Operation::FirstDeploy => O::FirstDeploy,
-            types::Operation::Redeploy => O::Redeploy,
-            types::Operation::AutoDeploy => O::AutoDeploy,
-            types::Operation::Backup => O::Backup,
-            types::Operation::Restore => O::Restore,
-        }
-    }
-}
+berth_contract::wit_glue!(error: types::Error, operation: types::Operation);
 
 use crate::limits::LimitExceeded;
 use types::Error;
@@ -134,44 +110,3 @@ impl std::fmt::Display for Fault {
 }
 
 impl std::error::Error for Fault {}
-
-impl Error {
-    pub fn denied(msg: impl Into<String>) -> Self {
-        Error::Denied(msg.into())
-    }
-    pub fn not_found(msg: impl Into<String>) -> Self {
-        Error::NotFound(msg.into())
-    }
-    pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::Invalid(msg.into())
-    }
-    pub fn unsupported(msg: impl Into<String>) -> Self {
-        Error::Unsupported(msg.into())
-    }
-    pub fn failed(msg: impl Into<String>) -> Self {
-        Error::Failed(msg.into())
-    }
-
-    /// `denied`, `not-found`, … as in the WIT.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::Denied(_) => "denied",
-            Error::NotFound(_) => "not-found",
-            Error::Invalid(_) => "invalid",
-            Error::Unsupported(_) => "unsupported",
-            Error::Timeout(_) => "timeout",
-            Error::Failed(_) => "failed",
-        }
-    }
-
-    pub fn message(&self) -> &str {
-        match self {
-            Error::Denied(m)
-            | Error::NotFound(m)
-            | Error::Invalid(m)
-            | Error::Unsupported(m)
-            | Error::Timeout(m)
-            | Error::Failed(m) => m,
-        }
-    }
-}

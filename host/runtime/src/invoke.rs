@@ -26,7 +26,7 @@ use crate::state::RunState;
 /// limits, and what it lends each capability ([`Invocation::lend`]). Built with defaults and
 /// chained setters:
 ///
-/// ```ignore
+/// ```text
 /// let invocation = Invocation::new(run)
 ///     .grants(grants)
 ///     .log(log)

@@ -183,3 +183,168 @@ impl Host for RunState {
         self.push(blob)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `archive` on the plugin's own blobs: no grant, bounded members, relative member names, and
+    //! the streams it returns hold what they should.
+
+    use super::super::testing::{self, Run};
+    use super::{Blob, Content, Error, Fault, MEMBERS_MAX, Member, Resource, RunState};
+    use crate::bindings::archive;
+    use crate::bindings::blobs::HostBlob;
+    use crate::limits::LimitExceeded;
+
+    /// A stored blob holding `data`, in `state`'s table.
+    fn stored(state: &mut RunState, data: &[u8]) -> Resource<Blob> {
+        let mut blob = Blob::new(1 << 20);
+        blob.append(data).unwrap();
+        state.push(blob).unwrap()
+    }
+
+    fn borrow(blob: &Resource<Blob>) -> Resource<Blob> {
+        Resource::new_borrow(blob.rep())
+    }
+
+    /// A tar of `files` (path, content).
+    fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, path, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    /// The whole content of a blob, through the plugin's own calls.
+    async fn contents(state: &mut RunState, blob: &Resource<Blob>) -> Result<Vec<u8>, Fault> {
+        let size = HostBlob::size(state, borrow(blob))
+            .await
+            .map_err(Fault::Trap)?;
+        HostBlob::read(state, borrow(blob), 0, size as u32).await
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_zip_of_files_and_trees_needs_no_grant() {
+        let run = Run::hook();
+        let mut state = run.state();
+        let dump = stored(&mut state, b"-- PostgreSQL database dump");
+        let tree = stored(
+            &mut state,
+            &tar_of(&[
+                ("filestore-src/a.txt", b"a"),
+                ("filestore-src/b/c.txt", b"c"),
+            ]),
+        );
+        let members = vec![
+            Member {
+                name: "dump.sql".into(),
+                data: borrow(&dump),
+                content: Content::File,
+            },
+            Member {
+                name: "filestore".into(),
+                data: borrow(&tree),
+                content: Content::Tree(1),
+            },
+        ];
+        let zip = archive::Host::zip(&mut state, members).await.unwrap();
+        let bytes = contents(&mut state, &zip).await.unwrap();
+        assert!(
+            bytes.starts_with(b"PK\x03\x04"),
+            "a zip's first local header"
+        );
+        assert!(contains(&bytes, b"PK\x05\x06"), "a zip's end record");
+        for name in ["dump.sql", "filestore/a.txt", "filestore/b/c.txt"] {
+            assert!(contains(&bytes, name.as_bytes()), "{name} is a member");
+        }
+        assert!(
+            !contains(&bytes, b"filestore-src"),
+            "the first component is stripped"
+        );
+        assert_eq!(
+            contents(&mut state, &dump).await.unwrap(),
+            b"-- PostgreSQL database dump",
+            "a stored member stays readable"
+        );
+        assert!(run.audited().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_zip_takes_a_bounded_number_of_relatively_named_members() {
+        let run = Run::hook();
+        let mut state = run.state();
+        let data = stored(&mut state, b"x");
+        let member = |name: &str| Member {
+            name: name.into(),
+            data: borrow(&data),
+            content: Content::File,
+        };
+        let too_many = (0..=MEMBERS_MAX)
+            .map(|i| member(&format!("m{i}")))
+            .collect();
+        let err = testing::guest_error(archive::Host::zip(&mut state, too_many).await);
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.contains(&format!("at most {MEMBERS_MAX}"))),
+            "{err:?}"
+        );
+        for name in ["", "/etc/passwd"] {
+            let err =
+                testing::guest_error(archive::Host::zip(&mut state, vec![member(name)]).await);
+            assert!(
+                matches!(&err, Error::Invalid(m) if m.contains("not a relative path")),
+                "{name:?}: {err:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_file_is_taken_out_of_a_tar() {
+        let run = Run::hook();
+        let mut state = run.state();
+        let tar = stored(
+            &mut state,
+            &tar_of(&[
+                ("backup/manifest.json", b"{\"v\":1}"),
+                ("backup/dump", b"d"),
+            ]),
+        );
+        let file = archive::Host::tar_file(&mut state, borrow(&tar), "backup/manifest.json".into())
+            .await
+            .unwrap();
+        assert_eq!(contents(&mut state, &file).await.unwrap(), b"{\"v\":1}");
+
+        let missing = archive::Host::tar_file(&mut state, borrow(&tar), "backup/nothing".into())
+            .await
+            .unwrap();
+        let blob = HostBlob::read(&mut state, borrow(&missing), 0, 16).await;
+        let err = testing::guest_error(blob);
+        assert!(
+            matches!(&err, Error::Failed(m) if m.contains("holds no file \"backup/nothing\"")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn each_call_is_charged_to_the_budget() {
+        let run = Run::hook().limits(|l| l.hostcalls = 0);
+        let mut state = run.state();
+        let tar = stored(&mut state, &tar_of(&[]));
+        let Err(Fault::Trap(trap)) = archive::Host::tar_file(&mut state, tar, "x".into()).await
+        else {
+            panic!("a call past the budget must trap");
+        };
+        assert_eq!(testing::limit_trap(&trap), LimitExceeded::Hostcalls(0));
+        let Err(Fault::Trap(trap)) = archive::Host::zip(&mut state, vec![]).await else {
+            panic!("a call past the budget must trap");
+        };
+        assert_eq!(testing::limit_trap(&trap), LimitExceeded::Hostcalls(0));
+    }
+}

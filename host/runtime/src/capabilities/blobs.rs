@@ -53,6 +53,25 @@ impl RunState {
     }
 }
 
+impl RunState {
+    /// Pushes a stream for the plugin: `produce` writes it into its pipe when the blob is
+    /// consumed (an upload, a restore, an archive), never before; its error fails the stream.
+    pub(crate) fn push_stream<F, Fut, T, E>(&mut self, produce: F) -> Result<Resource<Blob>, Fault>
+    where
+        F: FnOnce(tokio::io::DuplexStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let blob = Blob::stream(
+            self.limits.blob_bytes,
+            Box::new(move |pipe| {
+                Box::pin(async move { produce(pipe).await.map(drop).map_err(io::Error::other) })
+            }),
+        );
+        self.push(blob)
+    }
+}
+
 impl Host for RunState {}
 
 impl HostBlob for RunState {
@@ -110,5 +129,154 @@ impl HostBlob for RunState {
     async fn drop(&mut self, blob: Resource<Blob>) -> wasmtime::Result<()> {
         self.delete(blob)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The `blobs` door: always available, every call charged to the budget, reads bounded, a
+    //! blob bounded by the invocation's limit, and failures mapped to what a plugin can act on.
+
+    use std::io;
+
+    use super::super::testing::{self, Run};
+    use super::{Blob, Error, Fault, blob_error};
+    use crate::bindings::blobs::HostBlob;
+    use crate::limits::LimitExceeded;
+
+    #[tokio::test]
+    async fn a_blob_is_written_and_read_back_without_any_grant() {
+        let run = Run::hook();
+        let mut state = run.state();
+        let blob = HostBlob::new(&mut state).await.unwrap();
+        let rep = blob.rep();
+        let same = || wasmtime::component::Resource::<Blob>::new_borrow(rep);
+        HostBlob::append(&mut state, same(), b"hello, ".to_vec())
+            .await
+            .unwrap();
+        HostBlob::append(&mut state, same(), b"world".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(HostBlob::size(&mut state, same()).await.unwrap(), 12);
+        assert_eq!(
+            HostBlob::read(&mut state, same(), 7, 100).await.unwrap(),
+            b"world"
+        );
+        assert_eq!(
+            HostBlob::read(&mut state, same(), 50, 10).await.unwrap(),
+            b""
+        );
+        assert_eq!(
+            HostBlob::sha256(&mut state, same()).await.unwrap(),
+            "09ca7e4eaa6e8ae9c7d261167129184883644d07dfba7cbfbc4c8a2e08360d5b"
+        );
+        HostBlob::drop(&mut state, blob).await.unwrap();
+        assert!(
+            HostBlob::size(&mut state, same()).await.is_err(),
+            "a dropped blob is gone"
+        );
+        assert!(run.audited().is_empty(), "blobs need no grant");
+    }
+
+    #[tokio::test]
+    async fn reads_and_blobs_stay_within_the_invocations_limits() {
+        let run = Run::hook().limits(|l| {
+            l.read_bytes = 4;
+            l.blob_bytes = 8;
+        });
+        let mut state = run.state();
+        let blob = HostBlob::new(&mut state).await.unwrap();
+        let same = || wasmtime::component::Resource::<Blob>::new_borrow(blob.rep());
+        HostBlob::append(&mut state, same(), b"12345678".to_vec())
+            .await
+            .unwrap();
+        let err = testing::guest_error(HostBlob::append(&mut state, same(), b"9".to_vec()).await);
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.starts_with("blob.append:")),
+            "{err:?}"
+        );
+        let err = testing::guest_error(HostBlob::read(&mut state, same(), 0, 5).await);
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.contains("over the limit of 4 bytes")),
+            "{err:?}"
+        );
+        assert_eq!(
+            HostBlob::read(&mut state, same(), 0, 4).await.unwrap(),
+            b"1234"
+        );
+    }
+
+    #[tokio::test]
+    async fn live_blobs_are_capped_by_the_resource_limit() {
+        let run = Run::hook().limits(|l| l.resources = 2);
+        let mut state = run.state();
+        HostBlob::new(&mut state).await.unwrap();
+        HostBlob::new(&mut state).await.unwrap();
+        let trap = HostBlob::new(&mut state).await.unwrap_err();
+        assert_eq!(testing::limit_trap(&trap), LimitExceeded::Resources(2));
+    }
+
+    #[tokio::test]
+    async fn each_call_is_charged_to_the_budget() {
+        let run = Run::hook().limits(|l| l.hostcalls = 2);
+        let mut state = run.state();
+        let blob = HostBlob::new(&mut state).await.unwrap();
+        HostBlob::append(&mut state, blob, b"x".to_vec())
+            .await
+            .unwrap();
+        let any = wasmtime::component::Resource::<Blob>::new_borrow(0);
+        let Err(Fault::Trap(trap)) = HostBlob::read(&mut state, any, 0, 1).await else {
+            panic!("a call past the budget must trap");
+        };
+        assert_eq!(testing::limit_trap(&trap), LimitExceeded::Hostcalls(2));
+    }
+
+    #[tokio::test]
+    async fn a_stream_read_once_cannot_be_read_again() {
+        let run = Run::hook();
+        let mut state = run.state();
+        let stream = Blob::stream(
+            1 << 20,
+            Box::new(|mut pipe| {
+                Box::pin(
+                    async move { tokio::io::AsyncWriteExt::write_all(&mut pipe, b"dump").await },
+                )
+            }),
+        );
+        let blob = state.push(stream).unwrap();
+        let same = || wasmtime::component::Resource::<Blob>::new_borrow(blob.rep());
+        let mut reader = state.blob_reader(&same(), "storage.put").unwrap();
+        let mut all = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut all)
+            .await
+            .unwrap();
+        assert_eq!(all, b"dump");
+        assert_eq!(HostBlob::size(&mut state, same()).await.unwrap(), 4);
+        let Err(Fault::Guest(err)) = state.blob_reader(&same(), "storage.put") else {
+            panic!("a consumed stream was read again");
+        };
+        assert!(
+            matches!(&err, Error::Failed(m) if m.starts_with("storage.put: reading the blob:")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn blob_errors_map_to_the_error_a_plugin_can_act_on() {
+        let kind = |kind: io::ErrorKind| match blob_error("blob.append", io::Error::new(kind, "x"))
+        {
+            Fault::Guest(err) => err,
+            Fault::Trap(trap) => panic!("a blob error must not trap: {trap:#}"),
+        };
+        let too_large = kind(io::ErrorKind::FileTooLarge);
+        assert!(matches!(too_large, Error::Invalid(_)), "{too_large:?}");
+        assert_eq!(too_large.message(), "blob.append: x");
+        for other in [
+            io::ErrorKind::Other,
+            io::ErrorKind::NotFound,
+            io::ErrorKind::StorageFull,
+        ] {
+            assert!(matches!(kind(other), Error::Failed(_)), "{other:?}");
+        }
     }
 }

@@ -171,19 +171,7 @@ impl Host for RunState {
         database.check_name(&db).map_err(db_fault)?;
         let format = format(dump_format);
         // A stream: pg_dump runs when the blob is read, straight into its consumer.
-        let blob = Blob::stream(
-            self.limits.blob_bytes,
-            Box::new(move |mut pipe| {
-                Box::pin(async move {
-                    database
-                        .dump(&db, format, &mut pipe)
-                        .await
-                        .map(drop)
-                        .map_err(std::io::Error::other)
-                })
-            }),
-        );
-        self.push(blob)
+        self.push_stream(move |mut pipe| async move { database.dump(&db, format, &mut pipe).await })
     }
 
     async fn restore(
@@ -223,7 +211,9 @@ mod tests {
         database::Host::create_database(state, "staging_copy".into(), None).await
     }
 
-    async fn dump(state: &mut RunState) -> Result<wasmtime::component::Resource<super::Blob>, Fault> {
+    async fn dump(
+        state: &mut RunState,
+    ) -> Result<wasmtime::component::Resource<super::Blob>, Fault> {
         database::Host::dump(state, "staging".into(), DumpFormat::Custom).await
     }
 
@@ -321,7 +311,9 @@ mod tests {
         let err = testing::guest_error(dump_of("Staging; drop").await);
         assert!(matches!(err, Error::Invalid(_)), "{err:?}");
         // Within the name space the dump is a stream, started only when it is read.
-        dump_of("staging_copy").await.expect("a dump of the environment's own database");
+        dump_of("staging_copy")
+            .await
+            .expect("a dump of the environment's own database");
     }
 
     #[test]

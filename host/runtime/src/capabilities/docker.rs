@@ -171,19 +171,9 @@ impl Host for RunState {
         let docker = self.env_docker(access)?;
         // Found now, read when consumed: the tar streams into whatever consumes the blob.
         docker.inspect(&name).await.map_err(docker_fault)?;
-        let blob = Blob::stream(
-            self.limits.blob_bytes,
-            Box::new(move |mut pipe| {
-                Box::pin(async move {
-                    docker
-                        .archive(&name, &path, &mut pipe)
-                        .await
-                        .map(drop)
-                        .map_err(std::io::Error::other)
-                })
-            }),
-        );
-        self.push(blob)
+        self.push_stream(
+            move |mut pipe| async move { docker.archive(&name, &path, &mut pipe).await },
+        )
     }
 }
 

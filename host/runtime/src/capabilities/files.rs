@@ -188,3 +188,187 @@ impl Host for RunState {
         self.push(blob)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The door of `files` (its grant, its scope, the workspace the run lent) and the workspace as
+    //! a sandbox: what is written reads back, and no path leads outside it.
+
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::super::testing::{self, Run};
+    use super::{Error, Fault, RunState, Workspace};
+    use crate::bindings::files;
+
+    async fn read(state: &mut RunState) -> Result<Vec<u8>, Fault> {
+        files::Host::read(state, "notes.txt".into()).await
+    }
+
+    async fn write(state: &mut RunState) -> Result<(), Fault> {
+        files::Host::write(state, "notes.txt".into(), b"hello".to_vec()).await
+    }
+
+    async fn list(state: &mut RunState) -> Result<Vec<files::Entry>, Fault> {
+        files::Host::list_dir(state, ".".into()).await
+    }
+
+    /// A run granted `files`, its workspace the `workspace` directory under `dir`.
+    fn run_in(dir: &Path) -> Run {
+        let workspace = dir.join("workspace");
+        std::fs::create_dir_all(&workspace).unwrap();
+        Run::lifecycle()
+            .granted("files")
+            .lend(Arc::new(Workspace::new(workspace)))
+    }
+
+    /// Asserts `result` refused a path: `not-found` or `invalid`, never a value.
+    fn refused<T: std::fmt::Debug>(path: &str, result: Result<T, Fault>) {
+        let err = testing::guest_error(result);
+        assert!(
+            matches!(err, Error::NotFound(_) | Error::Invalid(_)),
+            "{path:?}: {err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_without_the_grant_is_denied_and_audited() {
+        testing::assert_denied_without_grant("files", "files.read", read).await;
+        testing::assert_denied_without_grant("files", "files.write", write).await;
+        testing::assert_denied_without_grant("files", "files.list-dir", list).await;
+    }
+
+    #[tokio::test]
+    async fn a_grant_for_another_scope_does_not_count() {
+        testing::assert_other_scopes_do_not_count("files", "files.read", read).await;
+        testing::assert_other_scopes_do_not_count("files", "files.write", write).await;
+    }
+
+    #[tokio::test]
+    async fn an_invocation_without_a_workspace_answers_unsupported_and_is_not_audited() {
+        let missing = "this invocation has no workspace";
+        testing::assert_unsupported_when_nothing_lent("files", "files.read", missing, read).await;
+        testing::assert_unsupported_when_nothing_lent("files", "files.write", missing, write).await;
+        testing::assert_unsupported_when_nothing_lent("files", "files.list-dir", missing, list)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn what_is_written_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        let mut state = run.state();
+        files::Host::write(&mut state, "conf/odoo.conf".into(), b"[options]\n".to_vec())
+            .await
+            .unwrap();
+        files::Host::write(&mut state, "a.txt".into(), b"a".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            files::Host::read(&mut state, "conf/odoo.conf".into())
+                .await
+                .unwrap(),
+            b"[options]\n"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("workspace/conf/odoo.conf")).unwrap(),
+            b"[options]\n",
+            "the file lands in the workspace"
+        );
+        let entries = files::Host::list_dir(&mut state, ".".into()).await.unwrap();
+        let listed: Vec<(&str, bool, u64)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.is_dir, e.size))
+            .collect();
+        assert_eq!(listed[0], ("a.txt", false, 1));
+        assert_eq!(listed[1].0, "conf");
+        assert!(listed[1].1);
+        assert!(
+            files::Host::exists(&mut state, "a.txt".into())
+                .await
+                .unwrap()
+        );
+        files::Host::remove(&mut state, "conf".into())
+            .await
+            .unwrap();
+        assert!(
+            !files::Host::exists(&mut state, "conf/odoo.conf".into())
+                .await
+                .unwrap()
+        );
+        let err =
+            testing::guest_error(files::Host::read(&mut state, "conf/odoo.conf".into()).await);
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+        assert!(
+            run.audited().is_empty(),
+            "the workspace is private to the run: its use is not audited"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_path_leads_outside_the_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path());
+        std::fs::write(dir.path().join("outside.txt"), b"not yours").unwrap();
+        std::os::unix::fs::symlink(
+            dir.path().join("outside.txt"),
+            dir.path().join("workspace/link"),
+        )
+        .unwrap();
+        let mut state = run.state();
+        for path in [
+            "../outside.txt",
+            "/etc/passwd",
+            "link",
+            "a/../../outside.txt",
+        ] {
+            refused(path, files::Host::read(&mut state, path.into()).await);
+        }
+        let absolute = dir.path().join("escape").display().to_string();
+        for path in ["../x", absolute.as_str(), "link"] {
+            refused(
+                path,
+                files::Host::write(&mut state, path.into(), b"owned".to_vec()).await,
+            );
+        }
+        refused("..", files::Host::list_dir(&mut state, "..".into()).await);
+        refused(
+            "../outside.txt",
+            files::Host::remove(&mut state, "../outside.txt".into()).await,
+        );
+        assert!(!dir.path().join("x").exists());
+        assert!(!Path::new(&absolute).exists());
+        assert_eq!(
+            std::fs::read(dir.path().join("outside.txt")).unwrap(),
+            b"not yours"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_read_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = run_in(dir.path()).limits(|l| l.read_bytes = 4);
+        let mut state = run.state();
+        files::Host::write(&mut state, "big".into(), b"12345".to_vec())
+            .await
+            .unwrap();
+        let err = testing::guest_error(files::Host::read(&mut state, "big".into()).await);
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.contains("open it as a blob")),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_workspace_that_cannot_be_opened_fails_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = Run::lifecycle()
+            .granted("files")
+            .lend(Arc::new(Workspace::new(dir.path().join("missing"))));
+        let err = testing::guest_error(read(&mut run.state()).await);
+        assert!(
+            matches!(&err, Error::Failed(m) if m.starts_with("cannot open the run workspace")),
+            "{err:?}"
+        );
+    }
+}

@@ -146,8 +146,7 @@ mod tests {
     async fn a_control_plane_without_mirrors_answers_unsupported() {
         let missing = "this control plane keeps no mirrors";
         testing::assert_unsupported_when_nothing_lent("git", "git.fetch", missing, fetch).await;
-        testing::assert_unsupported_when_nothing_lent("git", "git.resolve", missing, resolve)
-            .await;
+        testing::assert_unsupported_when_nothing_lent("git", "git.resolve", missing, resolve).await;
         testing::assert_unsupported_when_nothing_lent("git", "git.export-tree", missing, export)
             .await;
     }

@@ -46,3 +46,82 @@ impl Host for RunState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Log lines and progress reach the run log under the plugin's name, need no grant, and stop
+    //! at the invocation's log budget with a trap that says so.
+
+    use super::super::testing::{self, LABEL, Run};
+    use super::{Level, LimitExceeded, RunEvent};
+    use crate::bindings::log;
+
+    #[tokio::test]
+    async fn lines_and_progress_reach_the_run_log_under_the_plugins_name() {
+        let run = Run::hook();
+        let mut state = run.state();
+        log::Host::emit(&mut state, Level::Warn, "disk almost full".into())
+            .await
+            .unwrap();
+        log::Host::progress(&mut state, 3, 10, "files".into())
+            .await
+            .unwrap();
+        let events = run.log.events();
+        assert_eq!(events.len(), 2, "{events:?}");
+        let RunEvent::Log {
+            plugin,
+            level,
+            message,
+            ..
+        } = &events[0]
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (plugin.as_str(), *level, message.as_str()),
+            (LABEL, Level::Warn, "disk almost full")
+        );
+        let RunEvent::Progress {
+            plugin,
+            done,
+            total,
+            unit,
+            ..
+        } = &events[1]
+        else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            (plugin.as_str(), *done, *total, unit.as_str()),
+            (LABEL, 3, 10, "files")
+        );
+        assert!(run.audited().is_empty(), "logging needs no grant");
+    }
+
+    #[tokio::test]
+    async fn logging_past_the_budget_traps() {
+        let run = Run::hook().limits(|l| l.log_bytes = 10);
+        let mut state = run.state();
+        log::Host::emit(&mut state, Level::Info, "0123456789".into())
+            .await
+            .unwrap();
+        let trap = log::Host::emit(&mut state, Level::Info, "x".into())
+            .await
+            .unwrap_err();
+        assert_eq!(testing::limit_trap(&trap), LimitExceeded::Log(10));
+        assert_eq!(run.log.messages(), ["0123456789"]);
+    }
+
+    #[tokio::test]
+    async fn each_line_is_charged_to_the_budget() {
+        let run = Run::hook().limits(|l| l.hostcalls = 1);
+        let mut state = run.state();
+        log::Host::emit(&mut state, Level::Info, "one".into())
+            .await
+            .unwrap();
+        let trap = log::Host::progress(&mut state, 1, 2, "steps".into())
+            .await
+            .unwrap_err();
+        assert_eq!(testing::limit_trap(&trap), LimitExceeded::Hostcalls(1));
+    }
+}

@@ -106,3 +106,214 @@ impl Host for RunState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The run's own data: readable without a grant by any plugin of the run, unavailable to a
+    //! plugin run outside an operation, and written only by the run's lifecycle plugin, within
+    //! bounds.
+
+    use std::sync::{Arc, Mutex};
+
+    use super::super::testing::{self, Run};
+    use super::{EnvironmentSettings, Error, Fault, Repository, RunContext, RunInputs, RunState};
+    use crate::bindings::operation::{self, RepositoryLevel, Resources};
+
+    /// A run's record, as far as these tests look: its facts and deployed commits.
+    #[derive(Default)]
+    struct Record {
+        notes: Mutex<Vec<(String, String)>>,
+        deployed: Mutex<Vec<(String, String)>>,
+    }
+
+    impl RunContext for Record {
+        fn settings(&self) -> EnvironmentSettings {
+            EnvironmentSettings {
+                dev_mode: false,
+                domain: Some("shop.example.com".into()),
+                resources: Resources {
+                    cpu_millis: 1000,
+                    memory_mb: 2048,
+                    workers: 2,
+                },
+                odoo_image: "odoo:17".into(),
+                postgres_image: "postgres:16".into(),
+                http_port: 8069,
+                directory: "/srv/berth/acme/shop/staging".into(),
+            }
+        }
+
+        fn repositories(&self) -> Vec<Repository> {
+            vec![Repository {
+                name: "shop".into(),
+                level: RepositoryLevel::Project,
+                url: "https://example.com/shop.git".into(),
+                branch: "main".into(),
+                deployed: None,
+                pinned: None,
+            }]
+        }
+
+        fn inputs(&self) -> RunInputs {
+            RunInputs::None
+        }
+
+        fn note(&self, key: &str, value: &str) {
+            self.notes.lock().unwrap().push((key.into(), value.into()));
+        }
+
+        fn facts(&self) -> String {
+            let notes = self.notes.lock().unwrap();
+            let object: serde_json::Map<String, serde_json::Value> = notes
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            serde_json::Value::Object(object).to_string()
+        }
+
+        fn deployed(&self, name: &str, commit: &str) -> bool {
+            let known = self.repositories().iter().any(|r| r.name == name);
+            if known {
+                self.deployed
+                    .lock()
+                    .unwrap()
+                    .push((name.into(), commit.into()));
+            }
+            known
+        }
+    }
+
+    fn with_record(run: Run) -> (Run, Arc<Record>) {
+        let record = Arc::new(Record::default());
+        (run.lend::<dyn RunContext>(record.clone()), record)
+    }
+
+    const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    async fn note(state: &mut RunState) -> Result<(), Fault> {
+        operation::Host::note(state, "migrated".into(), "yes".into()).await
+    }
+
+    #[tokio::test]
+    async fn outside_an_operation_every_call_answers_unsupported() {
+        let run = Run::lifecycle();
+        let mut state = run.state();
+        let expect = |call: &str, err: Error| {
+            let want = format!("{call}: this invocation belongs to no operation");
+            assert!(
+                matches!(&err, Error::Unsupported(m) if *m == want),
+                "{call}: {err:?}"
+            );
+        };
+        expect(
+            "operation.settings",
+            testing::guest_error(operation::Host::settings(&mut state).await),
+        );
+        expect(
+            "operation.repositories",
+            testing::guest_error(operation::Host::repositories(&mut state).await),
+        );
+        expect(
+            "operation.inputs",
+            testing::guest_error(operation::Host::inputs(&mut state).await),
+        );
+        expect(
+            "operation.facts",
+            testing::guest_error(operation::Host::facts(&mut state).await),
+        );
+        expect(
+            "operation.note",
+            testing::guest_error(note(&mut state).await),
+        );
+        expect(
+            "operation.deployed",
+            testing::guest_error(
+                operation::Host::deployed(&mut state, "shop".into(), COMMIT.into()).await,
+            ),
+        );
+        assert!(run.audited().is_empty());
+    }
+
+    #[tokio::test]
+    async fn any_plugin_of_the_run_reads_its_data_without_a_grant() {
+        let (run, _) = with_record(Run::hook());
+        let mut state = run.state();
+        let settings = operation::Host::settings(&mut state).await.unwrap();
+        assert_eq!(settings.directory, "/srv/berth/acme/shop/staging");
+        let repositories = operation::Host::repositories(&mut state).await.unwrap();
+        assert_eq!(repositories.len(), 1);
+        assert_eq!(repositories[0].name, "shop");
+        assert!(matches!(
+            operation::Host::inputs(&mut state).await.unwrap(),
+            RunInputs::None
+        ));
+        assert_eq!(operation::Host::facts(&mut state).await.unwrap(), "{}");
+        assert!(run.audited().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_hook_may_not_record_on_the_run() {
+        let (run, record) = with_record(Run::hook());
+        let err = testing::guest_error(note(&mut run.state()).await);
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("only the run's lifecycle plugin") && m.contains(testing::LABEL)),
+            "{err:?}"
+        );
+        let err = testing::guest_error(
+            operation::Host::deployed(&mut run.state(), "shop".into(), COMMIT.into()).await,
+        );
+        assert!(matches!(err, Error::Denied(_)), "{err:?}");
+        assert!(record.notes.lock().unwrap().is_empty());
+        assert!(record.deployed.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_lifecycle_plugin_records_facts_and_deployed_commits() {
+        let (run, record) = with_record(Run::lifecycle());
+        let mut state = run.state();
+        note(&mut state).await.unwrap();
+        assert_eq!(
+            operation::Host::facts(&mut state).await.unwrap(),
+            r#"{"migrated":"yes"}"#
+        );
+        operation::Host::deployed(&mut state, "shop".into(), COMMIT.into())
+            .await
+            .unwrap();
+        assert_eq!(
+            *record.deployed.lock().unwrap(),
+            [("shop".to_string(), COMMIT.to_string())]
+        );
+        let err = testing::guest_error(
+            operation::Host::deployed(&mut state, "blog".into(), COMMIT.into()).await,
+        );
+        assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn what_is_recorded_stays_within_bounds() {
+        let (run, record) = with_record(Run::lifecycle());
+        let mut state = run.state();
+        let long_key = "k".repeat(65);
+        for key in ["", "Upper", "with space", "a_b", long_key.as_str()] {
+            let err = testing::guest_error(
+                operation::Host::note(&mut state, key.into(), "v".into()).await,
+            );
+            assert!(matches!(err, Error::Invalid(_)), "{key:?}: {err:?}");
+        }
+        operation::Host::note(&mut state, "k".repeat(64), "v".repeat(4096))
+            .await
+            .unwrap();
+        let err = testing::guest_error(
+            operation::Host::note(&mut state, "big".into(), "v".repeat(4097)).await,
+        );
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
+        assert_eq!(record.notes.lock().unwrap().len(), 1);
+        for commit in ["main", &COMMIT[..39], &"g".repeat(40)] {
+            let err = testing::guest_error(
+                operation::Host::deployed(&mut state, "shop".into(), commit.into()).await,
+            );
+            assert!(matches!(err, Error::Invalid(_)), "{commit:?}: {err:?}");
+        }
+        assert!(record.deployed.lock().unwrap().is_empty());
+    }
+}

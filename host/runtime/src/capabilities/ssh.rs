@@ -135,20 +135,9 @@ impl Host for RunState {
             .stat(&access.target, &path)
             .await
             .map_err(ssh_fault)?;
-        let blob = Blob::stream(
-            self.limits.blob_bytes,
-            Box::new(move |mut pipe| {
-                Box::pin(async move {
-                    access
-                        .pool
-                        .download(&access.target, &path, &mut pipe)
-                        .await
-                        .map(drop)
-                        .map_err(std::io::Error::other)
-                })
-            }),
-        );
-        self.push(blob)
+        self.push_stream(move |mut pipe| async move {
+            access.pool.download(&access.target, &path, &mut pipe).await
+        })
     }
 }
 

@@ -175,19 +175,7 @@ impl HostConnection for RunState {
         {
             return Err(Error::not_found(format!("storage.get: no object {key:?}")).into());
         }
-        let blob = Blob::stream(
-            self.limits.blob_bytes,
-            Box::new(move |mut pipe| {
-                Box::pin(async move {
-                    connection
-                        .get(&key, &mut pipe)
-                        .await
-                        .map(drop)
-                        .map_err(std::io::Error::other)
-                })
-            }),
-        );
-        self.push(blob)
+        self.push_stream(move |mut pipe| async move { connection.get(&key, &mut pipe).await })
     }
 
     async fn head(
@@ -335,8 +323,13 @@ mod tests {
             settings,
         )
         .await;
-        testing::assert_unsupported_when_nothing_lent("storage", "storage.connect", missing, connect)
-            .await;
+        testing::assert_unsupported_when_nothing_lent(
+            "storage",
+            "storage.connect",
+            missing,
+            connect,
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -370,12 +363,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_is_refused_before_it_is_opened() {
-        let run = Run::lifecycle()
-            .granted("storage")
-            .lend(targets(&[("host", "ftp.example.com"), ("tls", "sometimes")]));
+        let run = Run::lifecycle().granted("storage").lend(targets(&[
+            ("host", "ftp.example.com"),
+            ("tls", "sometimes"),
+        ]));
         let err = testing::guest_error(
-            storage::Host::connect(&mut run.state(), "offsite".into(), ftp("collector.example.net"))
-                .await,
+            storage::Host::connect(
+                &mut run.state(),
+                "offsite".into(),
+                ftp("collector.example.net"),
+            )
+            .await,
         );
         assert!(matches!(err, Error::Denied(_)), "another host: {err:?}");
         let err = testing::guest_error(
@@ -401,9 +399,15 @@ mod tests {
         let default = tls(&[]).unwrap();
         assert_eq!(default.mode, backend::TlsMode::WhenOffered);
         assert!(default.trusted_pem.is_none());
-        assert_eq!(tls(&[("tls", " required ")]).unwrap().mode, backend::TlsMode::Required);
+        assert_eq!(
+            tls(&[("tls", " required ")]).unwrap().mode,
+            backend::TlsMode::Required
+        );
         assert_eq!(tls(&[("tls", "off")]).unwrap().mode, backend::TlsMode::Off);
-        assert_eq!(tls(&[("tls", "  ")]).unwrap().mode, backend::TlsMode::WhenOffered);
+        assert_eq!(
+            tls(&[("tls", "  ")]).unwrap().mode,
+            backend::TlsMode::WhenOffered
+        );
         let pem = "-----BEGIN CERTIFICATE-----";
         assert_eq!(
             tls(&[("tls-ca", pem)]).unwrap().trusted_pem.as_deref(),

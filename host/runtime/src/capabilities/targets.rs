@@ -53,28 +53,48 @@ fn invoke_fault(err: InvokeError) -> Fault {
     }
 }
 
+/// Asks the target's backend plugin, in its own sandbox, to carry out `request`.
+async fn send(
+    runtime: &Runtime,
+    backend: &TargetBackend,
+    target: &str,
+    request: StorageRequest,
+) -> Result<StorageAnswer, Fault> {
+    backend
+        .plugin
+        .storage(runtime, &backend.invocation, target, request)
+        .await
+        .map_err(invoke_fault)
+}
+
 impl RunState {
+    /// The door of every `targets` call: the grant, the run's targets, the one named.
+    fn target_backend(
+        &mut self,
+        call: &str,
+        target: &str,
+    ) -> Result<(Arc<Runtime>, TargetBackend), Fault> {
+        let targets = self.gate_lent::<Targets>(
+            &Capability::TARGETS,
+            call,
+            "this run has no storage targets",
+        )?;
+        let backend = targets.backends.get(target).cloned().ok_or_else(|| {
+            Fault::from(Error::not_found(format!(
+                "{call}: the organization has no storage target named {target:?}"
+            )))
+        })?;
+        Ok((targets.runtime.clone(), backend))
+    }
+
     async fn broker(
         &mut self,
         call: &str,
         target: &str,
         request: StorageRequest,
     ) -> Result<StorageAnswer, Fault> {
-        let targets = self.gate_lent::<Targets>(
-            &Capability::TARGETS,
-            call,
-            "this run has no storage targets",
-        )?;
-        let backend = targets.backends.get(target).ok_or_else(|| {
-            Fault::from(Error::not_found(format!(
-                "{call}: the organization has no storage target named {target:?}"
-            )))
-        })?;
-        backend
-            .plugin
-            .storage(&targets.runtime, &backend.invocation, target, request)
-            .await
-            .map_err(invoke_fault)
+        let (runtime, backend) = self.target_backend(call, target)?;
+        send(&runtime, &backend, target, request).await
     }
 }
 
@@ -99,13 +119,19 @@ impl Host for RunState {
         key: String,
         data: Resource<Blob>,
     ) -> Result<ObjectInfo, Fault> {
+        // The door before the blob is taken: a refused call leaves the plugin's stream unread.
+        let (runtime, backend) = self.target_backend("targets.put", &target)?;
         let data = self
             .get_mut(&data)?
             .hand_over()
             .map_err(|e| blob_error("targets.put", e))?;
-        match self
-            .broker("targets.put", &target, StorageRequest::Put { key, data })
-            .await?
+        match send(
+            &runtime,
+            &backend,
+            &target,
+            StorageRequest::Put { key, data },
+        )
+        .await?
         {
             StorageAnswer::Stored(info) => Ok(info),
             _ => Err(unexpected("targets.put")),
@@ -147,6 +173,159 @@ impl Host for RunState {
         {
             StorageAnswer::Deleted => Ok(()),
             _ => Err(unexpected("targets.delete")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The door of `targets` (its grant, its scope, the targets the run lent) and how a storage
+    //! backend's failure reaches the lifecycle that asked; no backend plugin is invoked.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::super::testing::{self, Run};
+    use super::{
+        Blob, Error, Fault, InvokeError, Resource, RunState, Runtime, Targets, invoke_fault,
+    };
+    use crate::bindings::targets;
+    use crate::engine::RuntimeOptions;
+    use crate::limits::LimitExceeded;
+
+    async fn check(state: &mut RunState) -> Result<(), Fault> {
+        targets::Host::check(state, "offsite".into()).await
+    }
+
+    async fn put(state: &mut RunState) -> Result<super::ObjectInfo, Fault> {
+        let mut blob = Blob::new(1024);
+        blob.append(b"dump").unwrap();
+        let blob = state.push(blob)?;
+        targets::Host::put(state, "offsite".into(), "k".into(), blob).await
+    }
+
+    async fn get(state: &mut RunState) -> Result<Resource<Blob>, Fault> {
+        targets::Host::get(state, "offsite".into(), "k".into()).await
+    }
+
+    #[tokio::test]
+    async fn a_refused_put_leaves_the_plugins_stream_unread() {
+        let run = Run::lifecycle().declares("targets");
+        let mut state = run.state();
+        let stream = Blob::stream(
+            1 << 20,
+            Box::new(|_pipe| Box::pin(async { Ok::<(), std::io::Error>(()) })),
+        );
+        let handle = state.push(stream).unwrap();
+        let borrowed = Resource::<Blob>::new_borrow(handle.rep());
+        let refused = targets::Host::put(&mut state, "offsite".into(), "k".into(), borrowed).await;
+        assert!(matches!(testing::guest_error(refused), Error::Denied(_)));
+        assert!(
+            state.get(&handle).unwrap().is_pending_stream(),
+            "the stream is still the plugin's to use"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_without_the_grant_is_denied_and_audited() {
+        testing::assert_denied_without_grant("targets", "targets.check", check).await;
+        testing::assert_denied_without_grant("targets", "targets.put", put).await;
+        testing::assert_denied_without_grant("targets", "targets.get", get).await;
+    }
+
+    #[tokio::test]
+    async fn a_grant_for_another_scope_does_not_count() {
+        testing::assert_other_scopes_do_not_count("targets", "targets.check", check).await;
+        testing::assert_other_scopes_do_not_count("targets", "targets.put", put).await;
+    }
+
+    #[tokio::test]
+    async fn a_run_without_storage_targets_answers_unsupported() {
+        let missing = "this run has no storage targets";
+        testing::assert_unsupported_when_nothing_lent("targets", "targets.check", missing, check)
+            .await;
+        testing::assert_unsupported_when_nothing_lent("targets", "targets.get", missing, get).await;
+    }
+
+    #[tokio::test]
+    async fn an_unknown_target_is_not_found() {
+        let runtime = Runtime::new(RuntimeOptions {
+            max_instances: 1,
+            max_memory: 1 << 20,
+            ..RuntimeOptions::default()
+        })
+        .unwrap();
+        let run = Run::lifecycle().granted("targets").lend(Arc::new(Targets {
+            runtime: Arc::new(runtime),
+            backends: Default::default(),
+        }));
+        let err = testing::guest_error(check(&mut run.state()).await);
+        assert!(
+            matches!(&err, Error::NotFound(m) if m.contains("\"offsite\"")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_backends_own_error_keeps_its_kind_and_names_the_backend() {
+        let errors = [
+            Error::Denied("403".into()),
+            Error::NotFound("no key".into()),
+            Error::Invalid("bad key".into()),
+            Error::Unsupported("no listing".into()),
+            Error::Timeout("slow".into()),
+            Error::Failed("reset".into()),
+        ];
+        for error in errors {
+            let (kind, message) = (error.kind(), error.message().to_string());
+            let Fault::Guest(mapped) = invoke_fault(InvokeError::Plugin {
+                plugin: "storage-s3@1.0.0".into(),
+                error,
+            }) else {
+                panic!("a backend's error must not trap");
+            };
+            assert_eq!(mapped.kind(), kind);
+            assert_eq!(mapped.message(), format!("storage-s3@1.0.0: {message}"));
+        }
+    }
+
+    #[test]
+    fn a_backend_that_failed_otherwise_is_a_failure_of_the_target() {
+        let plugin = || "storage-s3@1.0.0".to_string();
+        let kind = |err: InvokeError| match invoke_fault(err) {
+            Fault::Guest(err) => {
+                assert!(err.message().contains("storage-s3@1.0.0"), "{err:?}");
+                err.kind()
+            }
+            Fault::Trap(trap) => panic!("a backend's failure must not trap the caller: {trap:#}"),
+        };
+        assert_eq!(
+            kind(InvokeError::Timeout {
+                plugin: plugin(),
+                after: Duration::from_secs(10),
+            }),
+            "timeout"
+        );
+        for err in [
+            InvokeError::Trap {
+                plugin: plugin(),
+                message: "unreachable".into(),
+            },
+            InvokeError::Limit {
+                plugin: plugin(),
+                limit: LimitExceeded::Hostcalls(10),
+            },
+            InvokeError::Instantiate {
+                plugin: plugin(),
+                message: "missing import".into(),
+            },
+            InvokeError::WrongRole {
+                plugin: plugin(),
+                role: "hook",
+                wanted: "storage-backend",
+            },
+        ] {
+            assert_eq!(kind(err), "failed");
         }
     }
 }

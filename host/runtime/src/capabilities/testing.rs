@@ -15,10 +15,10 @@ use super::ssh::ServerAccess;
 use crate::audit::{AuditRecord, MemoryAudit};
 use crate::bindings::Fault;
 use crate::bindings::types::{Environment, Error, Operation, Role, RunInfo, Server, Stage};
+use crate::description::{ConfigKey, Description};
 use crate::grants::{Capability, Grant, Scope};
 use crate::invoke::Invocation;
 use crate::limits::{LimitExceeded, Limits};
-use crate::description::{ConfigKey, Description};
 use crate::runlog::MemoryLog;
 use crate::state::RunState;
 
@@ -99,7 +99,9 @@ impl Run {
 
     /// Declares `capability`, without granting it.
     pub(crate) fn declares(mut self, capability: &str) -> Self {
-        self.description.capabilities.push(capability_of(capability));
+        self.description
+            .capabilities
+            .push(capability_of(capability));
         self
     }
 
