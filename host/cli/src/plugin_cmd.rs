@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_runtime::audit::AuditSink;
-use berth_runtime::runlog::StderrLog;
+use berth_runtime::runlog::{LogSink, RunEvent};
 use berth_runtime::{
     Capability, Environment, Event, Grant, Invocation, Limits, MemoryAudit, Operation, Plugin,
     RunInfo, Runtime, RuntimeOptions, Scope, Server, Settings, Stage, Verdict, Workspace,
@@ -363,6 +363,15 @@ fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(1 << shift)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `plugin run` shows the plugin's log lines and progress on standard error, as they come.
+struct StderrLog;
+
+impl LogSink for StderrLog {
+    fn event(&self, event: RunEvent) {
+        eprintln!("{}", event.render());
+    }
 }
 
 #[cfg(test)]

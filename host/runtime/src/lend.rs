@@ -10,32 +10,40 @@
 //! per-invocation state (handles, budgets) lives in [`RunState`](crate::state::RunState).
 
 use std::any::{Any, TypeId};
-use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The contexts lent to an invocation, by type. Cloning shares them.
+/// The contexts lent to an invocation, by type. Cloning shares them. A run lends a handful, so a
+/// short list searched in order is the quickest map (a host call looks one up on every call).
 #[derive(Clone, Default)]
 pub struct Lent {
-    contexts: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    contexts: Vec<(TypeId, Arc<dyn Any + Send + Sync>)>,
 }
 
 impl Lent {
     /// Lends `context` (replacing any context of the same type).
     pub fn insert<T: ?Sized + Send + Sync + 'static>(&mut self, context: Arc<T>) {
-        self.contexts.insert(TypeId::of::<T>(), Arc::new(context));
+        self.remove::<T>();
+        self.contexts.push((TypeId::of::<T>(), Arc::new(context)));
     }
 
     /// Takes back the context of type `T`, if one was lent.
     pub fn remove<T: ?Sized + 'static>(&mut self) {
-        self.contexts.remove(&TypeId::of::<T>());
+        let id = TypeId::of::<T>();
+        self.contexts.retain(|(t, _)| *t != id);
     }
 
-    /// The context of type `T`, if one was lent.
+    /// The context of type `T`, if one was lent, to keep beyond a borrow of the run's state.
     pub fn get<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.find::<T>().cloned()
+    }
+
+    /// The context of type `T`, if one was lent, borrowed.
+    pub fn find<T: ?Sized + Send + Sync + 'static>(&self) -> Option<&Arc<T>> {
+        let id = TypeId::of::<T>();
         self.contexts
-            .get(&TypeId::of::<T>())
-            .and_then(|boxed| boxed.downcast_ref::<Arc<T>>())
-            .cloned()
+            .iter()
+            .find(|(t, _)| *t == id)
+            .and_then(|(_, boxed)| boxed.downcast_ref::<Arc<T>>())
     }
 }
 
@@ -71,6 +79,8 @@ mod tests {
         );
         assert_eq!(lent.get::<dyn Named>().unwrap().name(), "fixed");
         assert!(lent.get::<u32>().is_none());
+        lent.insert(Arc::new(String::from("replaced")));
+        assert_eq!(lent.find::<String>().map(|s| s.as_str()), Some("replaced"));
         lent.remove::<String>();
         assert!(lent.get::<String>().is_none());
     }

@@ -88,15 +88,6 @@ impl LogSink for MemoryLog {
     }
 }
 
-/// Writes each event as a line to standard error.
-pub struct StderrLog;
-
-impl LogSink for StderrLog {
-    fn event(&self, event: RunEvent) {
-        eprintln!("{}", event.render());
-    }
-}
-
 /// Turns a command's output chunks into run-log lines, up to a byte bound per command; past it one
 /// line says the rest was left out of the log (the caller still gets the tails).
 pub struct OutputLines {

@@ -96,6 +96,11 @@ impl RunState {
         self.lent.get::<T>()
     }
 
+    /// The context of type `T` the run lent, borrowed: for calls that only read it.
+    pub(crate) fn lent_ref<T: ?Sized + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.lent.find::<T>().map(|context| &**context)
+    }
+
     /// The context of type `T`, or `unsupported` saying the run has `missing`.
     pub(crate) fn lent_or<T: ?Sized + Send + Sync + 'static>(
         &self,

@@ -8,10 +8,9 @@ use crate::state::RunState;
 impl Host for RunState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         self.budget.charge()?;
-        let settings = self.lent::<Settings>().unwrap_or_default();
-        let set = settings
-            .plugins
-            .get(&self.description.name)
+        let set = self
+            .lent_ref::<Settings>()
+            .and_then(|s| s.plugins.get(&self.description.name))
             .and_then(|p| p.config.get(&key));
         let default = || {
             let declared = self.description.config.iter().find(|k| k.name == key);

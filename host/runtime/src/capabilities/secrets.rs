@@ -13,10 +13,8 @@ impl RunState {
     /// that take a secret by name (`database.create-role`).
     pub(crate) fn secret(&mut self, name: &str, call: &str) -> Result<String, Fault> {
         self.gate(&Capability::secret(name), call)?;
-        let settings = self.lent::<Settings>().unwrap_or_default();
-        settings
-            .secrets
-            .get(name)
+        self.lent_ref::<Settings>()
+            .and_then(|s| s.secrets.get(name))
             .map(|s| s.expose().to_string())
             .ok_or_else(|| {
                 Error::not_found(format!("no secret named {name:?} is configured")).into()
