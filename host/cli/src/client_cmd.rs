@@ -9,9 +9,12 @@ use serde_json::{Value, json};
 
 #[derive(Args)]
 pub struct Api {
-    /// The control plane's URL.
+    /// The control plane's URL: the only place the token is ever sent. (Its own id, so that no
+    /// command's positional `URL` — a repository's — can ever be read as it.)
     #[arg(
-        long,
+        id = "control-plane-url",
+        long = "url",
+        value_name = "CONTROL_PLANE_URL",
         global = true,
         default_value = "http://127.0.0.1:8640",
         env = "BERTH_URL"
