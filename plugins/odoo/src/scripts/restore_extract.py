@@ -22,6 +22,18 @@ src, work, dest = sys.argv[1], sys.argv[2], sys.argv[3]
 major, client = int(sys.argv[4]), int(sys.argv[5])
 def refuse(why):
     print(json.dumps({"refused": why})); sys.exit(2)
+def safe_member(info):
+    """A member stays inside the folder it is extracted to: a relative path of plain components
+    (no absolute path, no empty, `.` or `..` component, no drive letter, no backslash or control
+    character) that is a file or a folder, never a link."""
+    name = info.filename
+    parts = name[:-1].split("/") if name.endswith("/") else name.split("/")
+    plain = all(p not in ("", ".", "..") and ":" not in p for p in parts)
+    clean = not any(c == "\\" or ord(c) < 32 for c in name)
+    link = (info.external_attr >> 16) & 0o170000 == 0o120000
+    return bool(name) and plain and clean and not link
+
+
 def dump_name(head):
     return "dump.dump" if head[:5] == b"PGDMP" else "dump.sql"
 def leading_number(text):
@@ -83,9 +95,9 @@ with z:
     if bad is not None:
         refuse("the archive is corrupted: member %s fails its CRC check" % bad)
     names = z.namelist()
-    for n in names:
-        if n.startswith("/") or ".." in n.split("/"):
-            refuse("member %r escapes the archive" % n)
+    for info in z.infolist():
+        if not safe_member(info):
+            refuse("member %r escapes the archive" % info.filename)
     if "dump.sql" not in names:
         refuse("the archive has no dump.sql (not an Odoo backup with its database)")
     manifest = None

@@ -209,11 +209,28 @@ class Extraction(unittest.TestCase):
         self.assert_refused("the archive has no dump.sql")
 
     def test_members_that_escape_the_archive_are_refused(self):
-        for name in ["filestore/../../../etc/cron.d/evil", "/etc/passwd", "../dump.sql"]:
+        for name in ["filestore/../../../etc/cron.d/evil", "/etc/passwd", "../dump.sql",
+                     "filestore//etc/evil", "filestore/./x", "C:/evil", "filestore/C:evil",
+                     "filestore\\..\\evil", "filestore/a\x1b[2Jb"]:
             with self.subTest(name=name):
                 self.archive([("dump.sql", PLAIN_DUMP), (name, b"evil")])
                 self.assert_refused("escapes the archive")
                 self.assertFalse((self.dir / "etc").exists())
+
+    def test_a_restored_archive_never_writes_outside_its_folder(self):
+        # `filestore//abs/path` once passed the check and was written at the absolute path.
+        outside = self.dir / "outside"
+        self.archive([("dump.sql", PLAIN_DUMP), ("filestore/" + str(outside), b"evil")])
+        self.assert_refused("escapes the archive")
+        self.assertFalse(outside.exists())
+
+    def test_links_in_the_archive_are_refused(self):
+        link = zipfile.ZipInfo("filestore/ab/link")
+        link.external_attr = (0o120777 << 16)
+        with zipfile.ZipFile(self.src, "w") as z:
+            z.writestr("dump.sql", PLAIN_DUMP)
+            z.writestr(link, "/etc")
+        self.assert_refused("escapes the archive")
 
     def test_what_is_neither_a_zip_nor_a_dump_is_refused(self):
         self.src.write_bytes(b"just some bytes")
