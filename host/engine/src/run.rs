@@ -192,16 +192,16 @@ async fn steps(
     logged(run_id, engine.store.set_current_step(run_id, None));
     let env_id = prepared.context.env_id;
     let revisions = prepared.context.deployed_revisions();
-    let recorded = engine
-        .store
-        .set_deployed_revisions(env_id, &revisions)
-        .and_then(|()| {
-            if operation.deploys() {
-                engine.store.set_deployed(env_id)
-            } else {
-                Ok(())
-            }
-        });
+    // Only a run that deploys code says which commits the environment runs: a backup or a
+    // restore deploys none, and recording its empty list would make the next push Full.
+    let recorded = if operation.deploys() {
+        engine
+            .store
+            .set_deployed_revisions(env_id, &revisions)
+            .and_then(|()| engine.store.set_deployed(env_id))
+    } else {
+        Ok(())
+    };
     if let Err(e) = recorded {
         return (
             RunStatus::Failed,

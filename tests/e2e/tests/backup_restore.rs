@@ -10,7 +10,7 @@ use berth_e2e::backups::{
     add_targets, backup, db_container, deployed, docker, filestore, odoo_container, odoo_running,
     partners, restore, restore_from, sql, write_attachment,
 };
-use berth_e2e::control_plane::{Fixture, fixture, step, steps, unique};
+use berth_e2e::control_plane::{Fixture, commit, fixture, step, steps, unique};
 use berth_e2e::{storage_targets, testbed};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -242,6 +242,29 @@ async fn minio() -> berth_backends::storage::Connection {
     )
     .await
     .unwrap()
+}
+
+/// Every successful run once overwrote the environment's deployed commits with its own, and a
+/// backup deploys none: the next push was Full ("shop was never deployed to this environment").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_does_not_make_the_next_push_full() {
+    let f = fixture().await;
+    add_targets(&f).await;
+    let (_, id) = deployed(&f).await;
+    let run = backup(&f, id, storage_targets()[0].name).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let env = f.cp.get(&f.token, &format!("/v1/environments/{id}")).await;
+    let secret = env["webhook_secret"].as_str().unwrap();
+    let code = commit(
+        &f.project_repo,
+        &[("addons/shop_sale/models.py", "# after a backup\n")],
+        "code",
+    );
+    let (status, run) = f.cp.github_push(id, secret, "main", &code).await;
+    assert_eq!(status, 202, "{run}");
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    assert_eq!(run["facts"]["path"], "fast", "{run:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
