@@ -6,7 +6,12 @@
 //!   store gets a deadline in ticks, so an infinite loop is stopped without fuel's per-instruction
 //!   cost.
 //! - Compiled components are cached on disk under the SHA-256 of their bytes and the engine's
-//!   compatibility hash, so a control plane restart loads plugins without recompiling them.
+//!   compatibility hash, so a control plane restart loads plugins without recompiling them. Only a
+//!   plugin that passed validation is cached: a refused upload leaves nothing behind.
+//! - Compiling is CPU work of unbounded length for bytes an organization chose (a component can be
+//!   crafted to compile for a minute): it runs on the blocking pool, at most
+//!   [`RuntimeOptions::compile_slots`] at a time, and a caller stops waiting after
+//!   [`RuntimeOptions::compile_timeout`]. The async workers that answer the API never compile.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -35,6 +40,12 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// The largest linear memory any invocation may be given.
     pub max_memory: usize,
+    /// The largest component accepted, in bytes (a Python component is ~18 MB).
+    pub max_component_bytes: usize,
+    /// How many components compile at once; the rest wait their turn.
+    pub compile_slots: usize,
+    /// How long a load waits for its compile before the plugin is refused.
+    pub compile_timeout: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -43,6 +54,9 @@ impl Default for RuntimeOptions {
             cache_dir: None,
             max_instances: 64,
             max_memory: 1 << 30,
+            max_component_bytes: 64 << 20,
+            compile_slots: 1,
+            compile_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -52,13 +66,16 @@ impl Default for RuntimeOptions {
 pub struct CacheStats {
     pub compiled: AtomicU64,
     pub loaded_from_cache: AtomicU64,
+    /// Compiles in progress on the blocking pool.
+    pub compiling: AtomicU64,
 }
 
 pub struct Runtime {
     engine: Engine,
     linker: Linker<RunState>,
     options: RuntimeOptions,
-    stats: CacheStats,
+    stats: Arc<CacheStats>,
+    compile_slots: Arc<tokio::sync::Semaphore>,
     stop_clock: Arc<AtomicBool>,
 }
 
@@ -125,8 +142,9 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            compile_slots: Arc::new(tokio::sync::Semaphore::new(options.compile_slots.max(1))),
             options,
-            stats: CacheStats::default(),
+            stats: Arc::default(),
             stop_clock,
         })
     }
@@ -152,34 +170,65 @@ impl Runtime {
         (deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64).max(1)
     }
 
-    /// Compiles `bytes` (or loads the compiled code from the cache). Returns the component, the
-    /// SHA-256 of the bytes and whether it came from the cache.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<(Component, String, bool), PluginError> {
+    /// Compiles `bytes` (or loads the compiled code from the cache) off the async workers.
+    /// Returns the component, the SHA-256 of the bytes and whether it came from the cache; the
+    /// caller keeps a freshly compiled one with [`Runtime::keep`] once it is validated.
+    pub(crate) async fn compile(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Component, String, bool), PluginError> {
+        if bytes.len() > self.options.max_component_bytes {
+            return Err(PluginError::TooLarge {
+                size: bytes.len(),
+                limit: self.options.max_component_bytes,
+            });
+        }
         check_header(bytes)?;
         let hash = hex::encode(Sha256::digest(bytes));
-        let cached = self.cache_path(&hash);
-        if let Some(path) = &cached
+        if let Some(path) = self.cache_path(&hash)
             && path.exists()
         {
-            // SAFETY: the cache directory belongs to the control plane and holds only files this
-            // function wrote via `Component::serialize`, named by the hash of their source and of
+            // SAFETY: the cache directory belongs to the control plane and holds only files
+            // `keep` wrote via `Component::serialize`, named by the hash of their source and of
             // the engine's configuration; wasmtime checks the compatibility header again on load.
             #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize_file(&self.engine, path) };
+            let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
             if let Ok(component) = loaded {
                 self.stats.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
                 return Ok((component, hash, true));
             }
             // A stale or damaged entry: fall through, recompile and replace it.
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
-        self.stats.compiled.fetch_add(1, Ordering::Relaxed);
-        if let Some(path) = &cached {
-            // A cache that cannot be written costs speed, not correctness.
-            let _ = write_atomically(path, &component);
-        }
+        let slot = self
+            .compile_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PluginError::Compile("the runtime is shutting down".into()))?;
+        let (engine, stats, source) = (self.engine.clone(), self.stats.clone(), bytes.to_vec());
+        let compiling = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            stats.compiling.fetch_add(1, Ordering::Relaxed);
+            let component = Component::new(&engine, &source);
+            stats.compiling.fetch_sub(1, Ordering::Relaxed);
+            stats.compiled.fetch_add(1, Ordering::Relaxed);
+            component
+        });
+        let limit = self.options.compile_timeout;
+        let component = match tokio::time::timeout(limit, compiling).await {
+            Err(_) => return Err(PluginError::CompileTimeout(limit)),
+            Ok(Err(e)) => return Err(PluginError::Compile(format!("the compiler failed: {e}"))),
+            Ok(Ok(compiled)) => compiled.map_err(|e| PluginError::Compile(format!("{e:#}")))?,
+        };
         Ok((component, hash, false))
+    }
+
+    /// Keeps a validated component's compiled code in the cache. A cache that cannot be written
+    /// costs speed, not correctness.
+    pub(crate) fn keep(&self, hash: &str, component: &Component) {
+        if let Some(path) = self.cache_path(hash) {
+            let _ = write_atomically(&path, component);
+        }
     }
 
     fn cache_path(&self, hash: &str) -> Option<PathBuf> {

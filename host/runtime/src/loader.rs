@@ -42,7 +42,7 @@ impl Runtime {
 
     /// Loads and validates a plugin from the bytes of a component.
     pub async fn load(&self, bytes: &[u8]) -> Result<Plugin, PluginError> {
-        let (component, hash, from_cache) = self.compile(bytes)?;
+        let (component, hash, from_cache) = self.compile(bytes).await?;
         let engine = self.engine();
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(engine).map(|(n, _)| n.to_string()).collect();
@@ -127,6 +127,9 @@ impl Runtime {
         };
 
         let description = self.describe(&pre, role, &hash).await?;
+        if !from_cache {
+            self.keep(&hash, &component);
+        }
         Ok(Plugin {
             description: Arc::new(description),
             hook,

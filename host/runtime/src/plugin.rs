@@ -37,6 +37,10 @@ pub enum PluginError {
     Incompatible(String),
     #[error("cannot compile: {0}")]
     Compile(String),
+    #[error("the component is {size} bytes; at most {limit} are accepted")]
+    TooLarge { size: usize, limit: usize },
+    #[error("cannot compile: it took longer than {0:?}")]
+    CompileTimeout(std::time::Duration),
     #[error("cannot link: {0}")]
     Link(String),
     #[error("bad description: {0}")]

@@ -527,3 +527,79 @@ fn invocations_can_be_spawned(rt: &'static Runtime, plugin: &'static Plugin, h: 
     let event = h.event("on-failure", "{}");
     spawnable(async move { registry.dispatch(rt, &h.invocation, &event).await });
 }
+
+/// A refused upload once left its compiled form in the cache; only validated plugins are kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_upload_leaves_nothing_in_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let refused = rt.load_file(&component("alien")).await;
+    assert!(
+        matches!(refused, Err(PluginError::UnknownWorld(_))),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+    load(&rt, "hello_hook").await;
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 1);
+}
+
+/// One upload crafted to compile slowly once held a tokio worker for its whole compile, and the
+/// API stopped answering. Compiling runs on the blocking pool: on a single-threaded runtime,
+/// another task runs while a component compiles.
+#[test]
+fn compiling_a_plugin_never_holds_the_async_workers() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runtime = std::sync::Arc::new(Runtime::new(RuntimeOptions::default()).unwrap());
+        let watcher = runtime.clone();
+        let saw_a_compile = tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
+                if watcher
+                    .stats()
+                    .compiling
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+                {
+                    return true;
+                }
+                tokio::task::yield_now().await;
+            }
+            false
+        });
+        let bytes = std::fs::read(component("misbehave")).unwrap();
+        runtime.load(&bytes).await.unwrap();
+        assert!(
+            saw_a_compile.await.unwrap(),
+            "another task ran while the component compiled"
+        );
+    });
+}
+
+/// The size cap is checked before anything is compiled.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_component_is_refused_before_it_compiles() {
+    let rt = Runtime::new(RuntimeOptions {
+        max_component_bytes: 1024,
+        ..RuntimeOptions::default()
+    })
+    .unwrap();
+    let refused = rt.load_file(&component("hello_hook")).await;
+    assert!(
+        matches!(refused, Err(PluginError::TooLarge { limit: 1024, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        rt.stats()
+            .compiled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
