@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -68,8 +68,14 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
-        .route("/hooks/github/{environment}", post(crate::webhooks::github))
-        .route("/hooks/gitlab/{environment}", post(crate::webhooks::gitlab))
+        .route(
+            "/hooks/github/{environment}",
+            post(crate::webhooks::github).layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY)),
+        )
+        .route(
+            "/hooks/gitlab/{environment}",
+            post(crate::webhooks::gitlab).layer(DefaultBodyLimit::max(crate::webhooks::MAX_BODY)),
+        )
 }
 
 async fn openapi() -> impl IntoResponse {

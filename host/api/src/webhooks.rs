@@ -5,8 +5,11 @@
 //!   environment's webhook secret, verified in constant time before the body is even parsed.
 //! - GitLab: `X-Gitlab-Token` equals the secret, compared in constant time.
 //!
-//! A missing or wrong signature is `401` and nothing runs; an unknown environment is also `401`
-//! (the caller learns nothing about which environments exist).
+//! A missing or wrong signature is `401 invalid signature` and nothing runs; an unknown
+//! environment answers exactly the same (the caller learns nothing about which environments
+//! exist). A delivery is accepted once: one sent again (the same `X-GitHub-Delivery` or
+//! `X-Gitlab-Event-UUID`, as a sender's redelivery or a replayed capture is) answers `200` with
+//! `duplicate` and starts nothing. Bodies up to 25 MB are read, as GitHub sends.
 
 use std::sync::Arc;
 
@@ -43,12 +46,33 @@ pub fn github_signature_valid(secret: &[u8], body: &[u8], signature: &str) -> bo
     mac.verify_slice(&expected).is_ok()
 }
 
-/// The environment's webhook secret, or 401 for an unknown environment.
+/// The largest webhook body read (GitHub's limit for a delivery).
+pub const MAX_BODY: usize = 25 << 20;
+
+/// The one answer to every delivery that is not proven to come from the environment's sender.
+fn refused() -> ApiError {
+    ApiError::unauthorized("invalid signature")
+}
+
+/// The environment's webhook secret, or the same 401 as a bad signature.
 fn secret_of(engine: &Engine, environment: i64) -> ApiResult<berth_state::Environment> {
     engine
         .store
         .environment_by_id(environment)
-        .map_err(|_| ApiError::unauthorized("invalid signature"))
+        .map_err(|_| refused())
+}
+
+/// `Some(answer)` when the signed delivery `id` was accepted before: it starts nothing again.
+fn replayed(
+    engine: &Engine,
+    env: &berth_state::Environment,
+    id: Option<&str>,
+) -> ApiResult<Option<(StatusCode, Json<Value>)>> {
+    let Some(id) = id else { return Ok(None) };
+    if engine.store.record_delivery(env.id, id)? {
+        return Ok(None);
+    }
+    Ok(Some((StatusCode::OK, Json(json!({ "duplicate": id })))))
 }
 
 pub async fn github(
@@ -58,10 +82,12 @@ pub async fn github(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let env = secret_of(&engine, environment)?;
-    let signature = header(&headers, "x-hub-signature-256")
-        .ok_or_else(|| ApiError::unauthorized("missing X-Hub-Signature-256"))?;
+    let signature = header(&headers, "x-hub-signature-256").unwrap_or("");
     if !github_signature_valid(env.webhook_secret.as_bytes(), &body, signature) {
-        return Err(ApiError::unauthorized("invalid signature"));
+        return Err(refused());
+    }
+    if let Some(answer) = replayed(&engine, &env, header(&headers, "x-github-delivery"))? {
+        return Ok(answer);
     }
     match header(&headers, "x-github-event") {
         Some("push") => push(&engine, env, &body, "github"),
@@ -80,10 +106,12 @@ pub async fn gitlab(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let env = secret_of(&engine, environment)?;
-    let token = header(&headers, "x-gitlab-token")
-        .ok_or_else(|| ApiError::unauthorized("missing X-Gitlab-Token"))?;
+    let token = header(&headers, "x-gitlab-token").unwrap_or("");
     if !bool::from(token.as_bytes().ct_eq(env.webhook_secret.as_bytes())) {
-        return Err(ApiError::unauthorized("invalid token"));
+        return Err(refused());
+    }
+    if let Some(answer) = replayed(&engine, &env, header(&headers, "x-gitlab-event-uuid"))? {
+        return Ok(answer);
     }
     match header(&headers, "x-gitlab-event") {
         Some("Push Hook") => push(&engine, env, &body, "gitlab"),

@@ -271,6 +271,26 @@ impl Store {
         })
     }
 
+    /// Records webhook delivery `delivery` for the environment; `false` when it was recorded
+    /// before (the sender sent it again), so that a replay starts nothing.
+    pub fn record_delivery(&self, env_id: i64, delivery: &str) -> Result<bool> {
+        if delivery.is_empty() || delivery.len() > 128 {
+            return Err(StateError::Invalid(format!(
+                "webhook delivery id of {} bytes",
+                delivery.len()
+            )));
+        }
+        self.write(|conn| {
+            environment_row(conn, env_id)?;
+            let added = conn.execute(
+                "INSERT INTO webhook_deliveries (environment_id, delivery, received_at)
+                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![env_id, delivery, crate::now_ms()],
+            )?;
+            Ok(added == 1)
+        })
+    }
+
     /// Stores (or replaces) a secret of the environment, such as a generated password.
     pub fn set_secret(&self, env_id: i64, name: &str, value: &str) -> Result<()> {
         require("secret name", name)?;

@@ -41,6 +41,7 @@ use rusqlite::{Connection, Params, Row, TransactionBehavior, ffi};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_backups.sql"),
+    include_str!("../migrations/0003_webhook_deliveries.sql"),
 ];
 
 /// How long a statement waits for another process holding the write lock before failing.

@@ -187,8 +187,24 @@ impl ControlPlane {
         self.github_send(env, secret, &body).await
     }
 
-    /// Sends `body` as a GitHub push event to environment `env`, signed with `secret`.
+    /// Sends `body` as a GitHub push event to environment `env`, signed with `secret`, as a new
+    /// delivery (GitHub gives each its own `X-GitHub-Delivery`).
     pub async fn github_send(&self, env: i64, secret: &str, body: &Value) -> (u16, Value) {
+        static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let delivery = format!("{}-{n}", unique("delivery"));
+        self.github_deliver(env, secret, &body.to_string(), &delivery)
+            .await
+    }
+
+    /// Sends `body` as GitHub delivery `delivery` of a push event to environment `env`.
+    pub async fn github_deliver(
+        &self,
+        env: i64,
+        secret: &str,
+        body: &str,
+        delivery: &str,
+    ) -> (u16, Value) {
         let body = body.to_string();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
         mac.update(body.as_bytes());
@@ -197,6 +213,7 @@ impl ControlPlane {
             .client
             .post(format!("{}/hooks/github/{env}", self.url))
             .header("X-GitHub-Event", "push")
+            .header("X-GitHub-Delivery", delivery)
             .header("X-Hub-Signature-256", signature)
             .body(body)
             .send()

@@ -1,0 +1,74 @@
+//! The control plane against an attacker who holds one organization's token, or none: each test
+//! is named after an attack that once worked, and shows it refused.
+
+use berth_e2e::control_plane::{commit, fixture, unique};
+use serde_json::json;
+
+/// The same signed GitHub delivery, sent again, once started another run each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_webhook_delivery_starts_nothing() {
+    let f = fixture().await;
+    let env = f.environment(&unique("replay"), f.server).await;
+    let id = env["id"].as_i64().unwrap();
+    let secret = env["webhook_secret"].as_str().unwrap();
+    let head = commit(&f.project_repo, &[("addons/x.py", "# x\n")], "x");
+    let body = json!({ "ref": "refs/heads/main", "after": head }).to_string();
+    let (status, first) = f.cp.github_deliver(id, secret, &body, "delivery-1").await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["operation"], "auto-deploy", "{first}");
+    for _ in 0..3 {
+        let (status, again) = f.cp.github_deliver(id, secret, &body, "delivery-1").await;
+        assert_eq!(status, 200, "{again}");
+        assert_eq!(again["duplicate"], "delivery-1", "{again}");
+    }
+    f.cp.finished(&f.token, first["id"].as_i64().unwrap()).await;
+    assert_eq!(f.run_count(id).await, 1, "one delivery, one run");
+}
+
+/// An existing environment answered "missing X-Hub-Signature-256" where a missing one answered
+/// "invalid signature": the difference told which environment ids exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_do_not_tell_which_environments_exist() {
+    let f = fixture().await;
+    let env = f.environment(&unique("probe"), f.server).await;
+    let id = env["id"].as_i64().unwrap();
+    let answer = async |env: i64, kind: &str| {
+        let response =
+            f.cp.client
+                .post(format!("{}/hooks/{kind}/{env}", f.cp.url))
+                .header("X-GitHub-Event", "push")
+                .header("X-Gitlab-Event", "Push Hook")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    for kind in ["github", "gitlab"] {
+        let existing = answer(id, kind).await;
+        let missing = answer(id + 100_000, kind).await;
+        assert_eq!(existing.0, 401, "{kind}: {existing:?}");
+        assert_eq!(existing, missing, "{kind}");
+    }
+}
+
+/// Bodies over 2 MiB were refused with 413; GitHub sends deliveries of up to 25 MB.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_webhook_deliveries_are_read() {
+    let f = fixture().await;
+    let env = f.environment(&unique("large"), f.server).await;
+    let id = env["id"].as_i64().unwrap();
+    let secret = env["webhook_secret"].as_str().unwrap();
+    // A push to a branch the environment does not track: read, verified, acknowledged, ignored.
+    let padding = "x".repeat(8 << 20);
+    let body = json!({ "ref": "refs/heads/other", "after": "a".repeat(40), "padding": padding });
+    let (status, answer) = f.cp.github_send(id, secret, &body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert!(
+        answer["ignored"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tracks main"),
+        "{answer}"
+    );
+}
