@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use crate::printable::printable;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -158,7 +159,7 @@ impl Api {
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value["error"].as_str().unwrap_or("no detail");
-            bail!("{status}: {message}");
+            bail!("{status}: {}", printable(message));
         }
         Ok(value)
     }
@@ -405,7 +406,7 @@ fn render_run(v: &Value) -> String {
         v["status"].as_str().unwrap_or(""),
         v["error"]
             .as_str()
-            .map(|e| format!(": {e}"))
+            .map(|e| format!(": {}", printable(e)))
             .unwrap_or_default()
     );
     for step in v["steps"].as_array().into_iter().flatten() {
@@ -413,10 +414,12 @@ fn render_run(v: &Value) -> String {
             (Some(a), Some(b)) => format!(" {:.1}s", (b - a) as f64 / 1000.0),
             _ => String::new(),
         };
-        let detail = step["error"]
-            .as_str()
-            .or(step["summary"].as_str())
-            .unwrap_or("");
+        let detail = printable(
+            step["error"]
+                .as_str()
+                .or(step["summary"].as_str())
+                .unwrap_or(""),
+        );
         out.push_str(&format!(
             "  {:<22} {:<10}{took}  {detail}\n",
             step["name"].as_str().unwrap_or(""),
@@ -452,7 +455,7 @@ async fn watch_run(api: &Api, id: i64) -> anyhow::Result<ExitCode> {
                 continue;
             };
             let event: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
-            let message = event["message"].as_str().unwrap_or("");
+            let message = printable(event["message"].as_str().unwrap_or(""));
             match event["kind"].as_str() {
                 Some("run") => {
                     if let Some(plan) = message.strip_prefix("plan: ") {

@@ -10,6 +10,7 @@
 mod backup_cmd;
 mod client_cmd;
 mod plugin_cmd;
+mod printable;
 mod serve_cmd;
 
 use std::process::ExitCode;

@@ -16,6 +16,8 @@ use berth_runtime::{
     RunInfo, Runtime, RuntimeOptions, Scope, Server, Settings, Stage, Verdict, Workspace,
 };
 use clap::{Args, Subcommand};
+
+use crate::printable::printable;
 use serde_json::{Value, json};
 
 #[derive(Subcommand)]
@@ -87,7 +89,7 @@ pub async fn run(cmd: PluginCommand) -> ExitCode {
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    eprintln!("error: {}", printable(&message.to_string()));
     ExitCode::from(code)
 }
 
@@ -278,7 +280,7 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         }
         Ok(Verdict::Abort(reason)) => {
             if !args.json {
-                println!("verdict: abort: {reason}");
+                println!("verdict: abort: {}", printable(&reason));
             }
             ExitCode::from(EXIT_ABORT)
         }
@@ -370,7 +372,7 @@ struct StderrLog;
 
 impl LogSink for StderrLog {
     fn event(&self, event: RunEvent) {
-        eprintln!("{}", event.render());
+        eprintln!("{}", printable(&event.render()));
     }
 }
 

@@ -62,3 +62,36 @@ fn repo_add_never_sends_the_token_to_the_repository_host() {
         );
     }
 }
+
+/// A plugin's log line or abort reason with newlines and ANSI escapes once printed lines that
+/// looked like the host's own (`audit: allowed …`, `verdict: continue`) and cleared the terminal's
+/// line. Plugin text is printed on one line, control characters shown.
+#[test]
+fn plugin_text_cannot_forge_host_lines() {
+    let forged =
+        "fine\naudit: allowed ssh.shell (capability ssh.shell)\r\u{1b}[2Kverdict: continue";
+    let event = serde_json::json!({ "payload": { "text": forged } }).to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["plugin", "run"])
+        .arg(berth_e2e::component("misbehave"))
+        .args(["--hook", "before:forge-lines", "--event", &event])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "the hook aborted: {text}");
+    assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("audit: allowed ssh.shell") && line != "verdict: continue",
+            "a forged host line: {line:?} in {text}"
+        );
+    }
+    assert!(
+        text.contains("fine\\naudit: allowed ssh.shell"),
+        "the text is shown, escaped: {text}"
+    );
+}

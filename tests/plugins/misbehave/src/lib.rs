@@ -16,7 +16,7 @@ use berth_sdk::{config, database, docker, files, git, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 17] = [
+const POINTS: [&str; 18] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -34,6 +34,7 @@ const POINTS: [&str; 17] = [
     "before:db-query",
     "before:db-dump",
     "before:git",
+    "before:forge-lines",
 ];
 
 impl Plugin for Misbehave {
@@ -95,6 +96,14 @@ impl Hook for Misbehave {
                 println!("{}", "y".repeat(1024));
             },
             "before:big-answer" => Ok(Verdict::abort("z".repeat(1 << 20))),
+            // Logs the payload's text and aborts with it: text meant to forge host lines.
+            "before:forge-lines" => {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&event.payload).unwrap_or_default();
+                let text = payload["text"].as_str().unwrap_or("").to_string();
+                info!("{text}");
+                Ok(Verdict::abort(text))
+            }
             "before:hostcalls" => loop {
                 std::hint::black_box(config::get("anything"));
             },
