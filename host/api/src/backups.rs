@@ -23,6 +23,7 @@ pub(crate) async fn create_target(
     Org(org): Org,
     Json(body): Json<NewStorageTarget>,
 ) -> ApiResult<impl IntoResponse> {
+    engine.check_target_settings(&body.settings)?;
     let target = engine.store.create_storage_target(org, body)?;
     Ok((StatusCode::CREATED, Json(target)))
 }

@@ -122,6 +122,7 @@ async fn create_server(
     Json(new): Json<NewServer>,
 ) -> ApiResult<impl IntoResponse> {
     engine.public_key(org, &new.ssh_key)?;
+    engine.check_server_host(&new.host)?;
     Ok(created(engine.store.create_server(org, new)?))
 }
 

@@ -4,6 +4,7 @@
 pub mod blob;
 pub mod database;
 pub mod docker;
+pub mod egress;
 pub mod git;
 pub mod ssh;
 pub mod storage;

@@ -11,6 +11,7 @@
 //!   timeout after which the remote process is signalled and the channel closed.
 //! - Files move over SFTP as streams, so their size never matters to the host's memory.
 
+use crate::egress::EgressPolicy;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -360,6 +361,8 @@ pub struct SshPool {
     connections: tokio::sync::Mutex<HashMap<Target, Arc<Handle<Verifier>>>>,
     opened: AtomicU64,
     connect_timeout: Duration,
+    /// Where connections may go: every server's address is checked when it is connected to.
+    egress: EgressPolicy,
 }
 
 /// Default per-call timeout of a command.
@@ -401,7 +404,16 @@ impl SshPool {
             connections: Default::default(),
             opened: AtomicU64::new(0),
             connect_timeout: Duration::from_secs(15),
+            egress: EgressPolicy::open(),
         })
+    }
+
+    /// The pool with every connection checked by `egress` (resolved, each address checked, only
+    /// checked addresses connected to). A new pool allows any address: the control plane sets
+    /// the policy on the pools it uses for tenants.
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// A pool with the same key, host keys and settings but no connection yet: for a bulk stream
@@ -418,6 +430,7 @@ impl SshPool {
             connections: Default::default(),
             opened: AtomicU64::new(0),
             connect_timeout: self.connect_timeout,
+            egress: self.egress.clone(),
         }
     }
 
@@ -455,11 +468,12 @@ impl SshPool {
             server: target.to_string(),
             reason,
         };
-        let connecting = client::connect(
-            self.config.clone(),
-            (target.host.as_str(), target.port),
-            verifier,
-        );
+        let addresses = self
+            .egress
+            .resolve(&target.host, target.port)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connecting = client::connect(self.config.clone(), &addresses[..], verifier);
         let mut handle = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => {
                 return Err(connect_error(format!(

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use berth_backends::egress::{EgressPolicy, Network};
 use berth_engine::{Engine, EngineConfig, Plugins};
 use berth_runtime::{Runtime, RuntimeOptions};
 use berth_state::{NewRepository, RepositoryLevel, Store};
@@ -29,10 +30,16 @@ pub struct ServeArgs {
     /// Directory of the platform's default plugins (`*.wasm`).
     #[arg(long, default_value = "target/plugins", env = "BERTH_PLUGINS")]
     plugins: PathBuf,
-    /// Let organizations add repositories on this machine's disk or network (`file://`,
-    /// loopback, private addresses). For development only.
-    #[arg(long)]
-    allow_local_repositories: bool,
+    /// Let tenants reach this machine and every internal address (repositories on its disk or
+    /// network, servers and storage on loopback or private addresses). For development on one
+    /// machine only, never for a control plane that serves tenants.
+    #[arg(long, alias = "allow-local-repositories")]
+    allow_local_network: bool,
+    /// An internal range tenants may reach besides public addresses, e.g. a lab network
+    /// `10.20.0.0/16` (repeatable). Loopback, private, link-local and CGNAT addresses are
+    /// refused otherwise.
+    #[arg(long = "egress-allow", value_name = "CIDR")]
+    egress_allow: Vec<Network>,
     /// How the control plane logs to standard error: `human` lines, or `json` (one object per
     /// line, with the run, step, organization, project and environment of each). `RUST_LOG`
     /// filters (default `info`).
@@ -69,7 +76,7 @@ fn open_store(data: &Path) -> anyhow::Result<Store> {
 pub async fn engine(
     data: &Path,
     plugins: &Path,
-    allow_local_repositories: bool,
+    egress: EgressPolicy,
 ) -> anyhow::Result<Arc<Engine>> {
     let store = Arc::new(open_store(data)?);
     let runtime = Arc::new(Runtime::new(RuntimeOptions {
@@ -84,7 +91,7 @@ pub async fn engine(
     }
     let config = EngineConfig {
         data_dir: data.to_path_buf(),
-        allow_local_repositories,
+        egress,
     };
     Ok(Engine::new(store, runtime, plugins, config).await?)
 }
@@ -102,7 +109,12 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
 
 async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
     let data = &args.data.data;
-    let engine = engine(data, &args.plugins, args.allow_local_repositories).await?;
+    let egress = if args.allow_local_network {
+        EgressPolicy::open()
+    } else {
+        EgressPolicy::allowing(args.egress_allow.clone())
+    };
+    let engine = engine(data, &args.plugins, egress).await?;
     first_start(&engine.store, data)?;
     let names: Vec<String> = engine
         .plugins

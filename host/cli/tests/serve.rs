@@ -29,6 +29,8 @@ fn serve(data: &Path) -> Serving {
     let url_port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--listen", &format!("127.0.0.1:{url_port}")])
+        // Its server is on this machine.
+        .arg("--allow-local-network")
         .arg("--data")
         .arg(data)
         .arg("--plugins")

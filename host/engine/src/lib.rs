@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use berth_backends::egress::EgressPolicy;
 use berth_backends::git::Mirrors;
 use berth_backends::ssh::SshPool;
 use berth_runtime::{RunInputs, Runtime};
@@ -89,9 +90,9 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Run workspaces, repository mirrors, known hosts, uploaded plugins.
     pub data_dir: PathBuf,
-    /// Whether organizations may add repositories on the control plane's own disk or network
-    /// (`file://`, loopback, private addresses): for development and tests only.
-    pub allow_local_repositories: bool,
+    /// Where the control plane may connect for a tenant (repositories, servers, storage
+    /// endpoints): public addresses only, or also the ranges the operator opened.
+    pub egress: EgressPolicy,
 }
 
 /// The live side of a run: its event stream and its cancel signal.
@@ -298,7 +299,9 @@ impl Engine {
         if let Some(pool) = pools.get(key) {
             return Ok(pool.clone());
         }
-        let pool = Arc::new(SshPool::new(key, &self.known_hosts).map_err(|source| {
+        let pool =
+            SshPool::new(key, &self.known_hosts).map(|p| p.with_egress(self.config.egress.clone()));
+        let pool = Arc::new(pool.map_err(|source| {
             EngineError::SshKey {
                 key: key
                     .file_name()
@@ -317,7 +320,39 @@ impl Engine {
     /// plane's own disk (other tenants' mirrors), a loopback or private address its own network; and
     /// credentials belong in keys, not in URLs that are shown and logged.
     pub fn check_repository_url(&self, url: &str) -> Result<(), EngineError> {
-        repository_url(url, self.config.allow_local_repositories).map_err(EngineError::Invalid)
+        repository_url(url, &self.config.egress).map_err(EngineError::Invalid)
+    }
+
+    /// Refuses a server host the egress policy does not let the control plane reach.
+    pub fn check_server_host(&self, host: &str) -> Result<(), EngineError> {
+        self.config
+            .egress
+            .check_host(host)
+            .map_err(|e| EngineError::Invalid(format!("server host: {e}")))
+    }
+
+    /// Refuses a storage target whose `endpoint` or `host` setting the egress policy refuses.
+    pub fn check_target_settings(
+        &self,
+        settings: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        let hosts = settings
+            .get("endpoint")
+            .map(|e| endpoint_host(e))
+            .into_iter()
+            .chain(settings.get("host").map(String::as_str));
+        for host in hosts.filter(|h| !h.is_empty()) {
+            self.config
+                .egress
+                .check_host(host)
+                .map_err(|e| EngineError::Invalid(format!("storage target: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The egress policy every tenant connection goes through.
+    pub fn egress(&self) -> &EgressPolicy {
+        &self.config.egress
     }
 
     pub fn data_dir(&self) -> &std::path::Path {
@@ -332,11 +367,15 @@ pub fn random_secret() -> String {
     hex::encode(bytes)
 }
 
-fn repository_url(url: &str, allow_local: bool) -> Result<(), String> {
+/// The host a repository URL names; refuses what no organization may use: a path or `file://` on
+/// the control plane (other tenants' mirrors) unless the policy is open, a scheme other than
+/// `https://`, `ssh://` or `user@host:path`, credentials in the URL (they are shown and logged),
+/// and any host the egress policy refuses.
+fn repository_url(url: &str, egress: &EgressPolicy) -> Result<(), String> {
     let refuse = |why: &str| Err(format!("repository URL {url:?}: {why}"));
     let local = url.starts_with("file:") || url.starts_with('/') || url.starts_with('.');
     if local {
-        return if allow_local {
+        return if egress.is_open() {
             Ok(())
         } else {
             refuse("a path on the control plane is not a repository an organization may use")
@@ -366,36 +405,56 @@ fn repository_url(url: &str, allow_local: bool) -> Result<(), String> {
     if host.is_empty() {
         return refuse("it names no host");
     }
-    let internal = host.eq_ignore_ascii_case("localhost")
-        || match host.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(ip)) => {
-                ip.is_loopback() || ip.is_private() || ip.is_link_local() || ip.is_unspecified()
-            }
-            Ok(std::net::IpAddr::V6(ip)) => {
-                ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00
-            }
-            Err(_) => false,
-        };
-    if internal && !allow_local {
-        return refuse("it points at the control plane's own network");
+    egress
+        .check_host(host)
+        .map_err(|e| format!("repository URL {url:?}: {e}"))
+}
+
+/// The host of a storage target's `endpoint` URL (`https://host:port/…`).
+fn endpoint_host(endpoint: &str) -> &str {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::repository_url;
+    use super::{EgressPolicy, endpoint_host, repository_url};
+
+    #[test]
+    fn endpoint_hosts_are_read_from_urls() {
+        assert_eq!(endpoint_host("http://127.0.0.1:9000/bucket"), "127.0.0.1");
+        assert_eq!(endpoint_host("https://[::1]:443"), "::1");
+        assert_eq!(
+            endpoint_host("https://u:p@s3.example.com"),
+            "s3.example.com"
+        );
+    }
 
     #[test]
     fn repository_urls_reach_only_other_machines() {
+        let public = EgressPolicy::public_only();
         for good in [
             "https://github.com/acme/shop.git",
             "ssh://git@git.example.com:2222/acme/shop.git",
             "git@github.com:acme/shop.git",
         ] {
-            assert_eq!(repository_url(good, false), Ok(()), "{good}");
+            assert_eq!(repository_url(good, &public), Ok(()), "{good}");
         }
         for bad in [
+            "https://127.1/x.git",
+            "https://2130706433/x.git",
+            "https://[::ffff:127.0.0.1]/x.git",
+            "https://localhost./x.git",
+            "https://0/x.git",
+            "ssh://git@[fe80::1]/x.git",
+            "https://100.64.0.1/x.git",
             "file:///srv/berth-data/mirrors/abc",
             "/etc",
             "http://github.com/acme/shop.git",
@@ -408,8 +467,11 @@ mod tests {
             "ssh://[::1]/x.git",
             "git@192.168.1.2:x.git",
         ] {
-            assert!(repository_url(bad, false).is_err(), "{bad}");
+            assert!(repository_url(bad, &public).is_err(), "{bad}");
         }
-        assert_eq!(repository_url("file:///tmp/repo", true), Ok(()));
+        assert_eq!(
+            repository_url("file:///tmp/repo", &EgressPolicy::open()),
+            Ok(())
+        );
     }
 }

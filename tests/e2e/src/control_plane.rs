@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use berth_backends::egress::EgressPolicy;
 use berth_engine::{Engine, EngineConfig, Plugins};
 use berth_runtime::{Runtime, RuntimeOptions};
 use berth_state::Store;
@@ -34,18 +35,26 @@ pub fn default_plugins() -> PathBuf {
 }
 
 impl ControlPlane {
+    /// A control plane whose tenants may reach this machine: the test bed's servers, repositories
+    /// and storage live on it.
     pub async fn start() -> Self {
-        Self::start_in(tempfile::tempdir().unwrap()).await
+        Self::start_in(tempfile::tempdir().unwrap(), EgressPolicy::open()).await
+    }
+
+    /// A control plane as in production: tenants reach public addresses only.
+    pub async fn start_public_only() -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), EgressPolicy::public_only()).await
     }
 
     /// Stops serving and starts a new control plane on the same state, as after a restart.
     pub async fn restart(self) -> Self {
         let ControlPlane { engine, _data, .. } = self;
+        let egress = engine.egress().clone();
         drop(engine);
-        Self::start_in(_data).await
+        Self::start_in(_data, egress).await
     }
 
-    async fn start_in(data: tempfile::TempDir) -> Self {
+    async fn start_in(data: tempfile::TempDir, egress: EgressPolicy) -> Self {
         let store = Arc::new(Store::open(data.path().join("state.db")).unwrap());
         let cache = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/berth-test-cache");
         let runtime = Arc::new(
@@ -63,10 +72,9 @@ impl ControlPlane {
             failures.is_empty(),
             "default plugins failed to load: {failures:?}"
         );
-        // Test repositories are `file://` on this machine.
         let config = EngineConfig {
             data_dir: data.path().to_path_buf(),
-            allow_local_repositories: true,
+            egress,
         };
         let engine = Engine::new(store, runtime, plugins, config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

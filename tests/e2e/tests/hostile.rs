@@ -72,3 +72,79 @@ async fn large_webhook_deliveries_are_read() {
         "{answer}"
     );
 }
+
+/// Repository URLs passed the loopback check as `127.1`, `2130706433`, `[::ffff:127.0.0.1]`,
+/// `localhost.`, `0`, `[fe80::1]`, `100.64.0.1`, and `file://` paths read the control plane's disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn repository_urls_that_point_at_the_control_plane_are_refused() {
+    let cp = berth_e2e::control_plane::ControlPlane::start_public_only().await;
+    let (_, token) = cp.organization(&unique("egress"));
+    for url in [
+        "https://127.1/acme/shop.git",
+        "https://2130706433/acme/shop.git",
+        "https://[::ffff:127.0.0.1]/acme/shop.git",
+        "https://localhost./acme/shop.git",
+        "https://0/acme/shop.git",
+        "ssh://git@[fe80::1]/acme/shop.git",
+        "https://100.64.0.1/acme/shop.git",
+        "https://169.254.169.254/latest/meta-data",
+        "git@0x7f.1:acme/shop.git",
+        "file:///etc",
+        "/srv/berth-data/mirrors",
+    ] {
+        let (status, answer) = cp
+            .call(
+                &token,
+                reqwest::Method::POST,
+                "/v1/repositories",
+                Some(json!({ "level": "organization", "name": "shop", "url": url })),
+            )
+            .await;
+        assert_eq!(status, 422, "{url}: {answer}");
+    }
+}
+
+/// A server could be `127.0.0.1:<any port>` (and the run's error told open from closed ports); a
+/// storage target's endpoint any address (a hook read an internal service's answer).
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_and_storage_endpoints_on_the_control_planes_network_are_refused() {
+    let cp = berth_e2e::control_plane::ControlPlane::start_public_only().await;
+    let (_, token) = cp.organization(&unique("egress"));
+    for host in [
+        "127.0.0.1",
+        "127.1",
+        "localhost",
+        "10.0.0.1",
+        "[::1]",
+        "169.254.169.254",
+    ] {
+        let (status, answer) = cp
+            .call(
+                &token,
+                reqwest::Method::POST,
+                "/v1/servers",
+                Some(json!({ "name": "s", "host": host, "port": 22, "ssh_key": "testbed" })),
+            )
+            .await;
+        assert_eq!(status, 422, "{host}: {answer}");
+    }
+    for (backend, key, value) in [
+        ("s3", "endpoint", "http://127.0.0.1:9000"),
+        ("s3", "endpoint", "http://[::ffff:169.254.169.254]/"),
+        ("ftp", "host", "0"),
+        ("sftp", "host", "192.168.0.10"),
+    ] {
+        let (status, answer) = cp
+            .call(
+                &token,
+                reqwest::Method::POST,
+                "/v1/storage-targets",
+                Some(
+                    json!({ "name": "t", "backend": backend, "settings": { key: value },
+                             "user": "u", "secret": "s" }),
+                ),
+            )
+            .await;
+        assert_eq!(status, 422, "{backend} {value}: {answer}");
+    }
+}
