@@ -9,6 +9,7 @@ use berth_backends::git::{GitError, Mirrors};
 use crate::bindings::Fault;
 use crate::bindings::git::Host;
 use crate::bindings::types::Error;
+use crate::capabilities::operation::RunContext;
 use crate::grants::Capability;
 use crate::state::RunState;
 
@@ -29,6 +30,21 @@ impl RunState {
             "this control plane keeps no mirrors",
         )
     }
+    /// The door of a `git` call about repository `url`: within an operation, only the run's own
+    /// repositories — the URLs the API checked when they were added — so a plugin cannot name a
+    /// path on the control plane (another tenant's mirror) or an address the API would refuse.
+    fn mirrors_for(&mut self, call: &str, url: &str) -> Result<Arc<Mirrors>, Fault> {
+        let mirrors = self.mirrors(call)?;
+        if let Some(run) = self.lent::<dyn RunContext>()
+            && !run.repositories().iter().any(|r| r.url == url)
+        {
+            return Err(Error::denied(format!(
+                "{call}: {url:?} is not one of this run's repositories"
+            ))
+            .into());
+        }
+        Ok(mirrors)
+    }
 }
 
 /// Runs a blocking libgit2 call off the async executor.
@@ -43,12 +59,12 @@ async fn blocking<T: Send + 'static>(
 
 impl Host for RunState {
     async fn fetch(&mut self, url: String) -> Result<(), Fault> {
-        let mirrors = self.mirrors("git.fetch")?;
+        let mirrors = self.mirrors_for("git.fetch", &url)?;
         blocking(move || mirrors.fetch(&url)).await
     }
 
     async fn resolve(&mut self, url: String, reference: String) -> Result<String, Fault> {
-        let mirrors = self.mirrors("git.resolve")?;
+        let mirrors = self.mirrors_for("git.resolve", &url)?;
         blocking(move || mirrors.resolve(&url, &reference)).await
     }
 
@@ -58,7 +74,7 @@ impl Host for RunState {
         base: String,
         head: String,
     ) -> Result<Vec<String>, Fault> {
-        let mirrors = self.mirrors("git.changed-paths")?;
+        let mirrors = self.mirrors_for("git.changed-paths", &url)?;
         blocking(move || mirrors.changed_paths(&url, &base, &head)).await
     }
 
@@ -68,7 +84,7 @@ impl Host for RunState {
         commit: String,
         destination: String,
     ) -> Result<u64, Fault> {
-        let mirrors = self.mirrors("git.export-tree")?;
+        let mirrors = self.mirrors_for("git.export-tree", &url)?;
         let clean = !destination.is_empty()
             && !destination.starts_with('/')
             && destination
@@ -127,6 +143,39 @@ mod tests {
 
     fn mirrors(dir: &std::path::Path) -> Arc<Mirrors> {
         Arc::new(Mirrors::new(&dir.join("mirrors")).unwrap())
+    }
+
+    /// A hook granted `git` fetched another organization's repository by its `file://` path on
+    /// the control plane: within a run, only the run's own repositories are reachable.
+    #[tokio::test]
+    async fn only_the_runs_own_repositories_are_reachable() {
+        let mirrors = tempfile::tempdir().unwrap();
+        let run = Run::hook()
+            .declares("git")
+            .granted("git")
+            .lend(Arc::new(Mirrors::new(mirrors.path()).unwrap()))
+            .lend::<dyn crate::capabilities::operation::RunContext>(Arc::new(
+                testing::Record::default(),
+            ));
+        let mut state = run.state();
+        for url in [
+            "file:///srv/berth-data/mirrors/other-tenant",
+            "/etc",
+            "https://127.0.0.1/x.git",
+        ] {
+            let refused = git::Host::fetch(&mut state, url.into()).await;
+            match testing::guest_error(refused) {
+                Error::Denied(m) => {
+                    assert!(m.contains("not one of this run's repositories"), "{m}")
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+            let refused = git::Host::resolve(&mut state, url.into(), "main".into()).await;
+            assert!(
+                matches!(testing::guest_error(refused), Error::Denied(_)),
+                "{url}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -113,75 +113,11 @@ mod tests {
     //! plugin run outside an operation, and written only by the run's lifecycle plugin, within
     //! bounds.
 
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use super::super::testing::{self, Run};
-    use super::{EnvironmentSettings, Error, Fault, Repository, RunContext, RunInputs, RunState};
-    use crate::bindings::operation::{self, RepositoryLevel, Resources};
-
-    /// A run's record, as far as these tests look: its facts and deployed commits.
-    #[derive(Default)]
-    struct Record {
-        notes: Mutex<Vec<(String, String)>>,
-        deployed: Mutex<Vec<(String, String)>>,
-    }
-
-    impl RunContext for Record {
-        fn settings(&self) -> EnvironmentSettings {
-            EnvironmentSettings {
-                dev_mode: false,
-                domain: Some("shop.example.com".into()),
-                resources: Resources {
-                    cpu_millis: 1000,
-                    memory_mb: 2048,
-                    workers: 2,
-                },
-                odoo_image: "odoo:17".into(),
-                postgres_image: "postgres:16".into(),
-                http_port: 8069,
-                directory: "/srv/berth/acme/shop/staging".into(),
-            }
-        }
-
-        fn repositories(&self) -> Vec<Repository> {
-            vec![Repository {
-                name: "shop".into(),
-                level: RepositoryLevel::Project,
-                url: "https://example.com/shop.git".into(),
-                branch: "main".into(),
-                deployed: None,
-                pinned: None,
-            }]
-        }
-
-        fn inputs(&self) -> RunInputs {
-            RunInputs::None
-        }
-
-        fn note(&self, key: &str, value: &str) {
-            self.notes.lock().unwrap().push((key.into(), value.into()));
-        }
-
-        fn facts(&self) -> String {
-            let notes = self.notes.lock().unwrap();
-            let object: serde_json::Map<String, serde_json::Value> = notes
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect();
-            serde_json::Value::Object(object).to_string()
-        }
-
-        fn deployed(&self, name: &str, commit: &str) -> bool {
-            let known = self.repositories().iter().any(|r| r.name == name);
-            if known {
-                self.deployed
-                    .lock()
-                    .unwrap()
-                    .push((name.into(), commit.into()));
-            }
-            known
-        }
-    }
+    use super::super::testing::{self, Record, Run};
+    use super::{Error, Fault, RunContext, RunInputs, RunState};
+    use crate::bindings::operation;
 
     fn with_record(run: Run) -> (Run, Arc<Record>) {
         let record = Arc::new(Record::default());

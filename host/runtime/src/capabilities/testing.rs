@@ -7,13 +7,17 @@
 
 use std::fmt::Debug;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use berth_backends::ssh::{SshPool, Target};
 
+use super::operation::RunContext;
 use super::ssh::ServerAccess;
 use crate::audit::{AuditRecord, MemoryAudit};
 use crate::bindings::Fault;
+use crate::bindings::operation::{
+    EnvironmentSettings, Repository, RepositoryLevel, Resources, RunInputs,
+};
 use crate::bindings::types::{Environment, Error, Operation, Role, RunInfo, Server, Stage};
 use crate::description::{ConfigKey, Description};
 use crate::grants::{Capability, Grant, Scope};
@@ -321,5 +325,69 @@ pub(crate) fn server_access(
             user: "berth".into(),
         },
         database,
+    }
+}
+
+/// A run's record (what the engine lends `operation`), as far as the tests look: its facts and deployed commits.
+#[derive(Default)]
+pub(crate) struct Record {
+    pub(crate) notes: Mutex<Vec<(String, String)>>,
+    pub(crate) deployed: Mutex<Vec<(String, String)>>,
+}
+
+impl RunContext for Record {
+    fn settings(&self) -> EnvironmentSettings {
+        EnvironmentSettings {
+            dev_mode: false,
+            domain: Some("shop.example.com".into()),
+            resources: Resources {
+                cpu_millis: 1000,
+                memory_mb: 2048,
+                workers: 2,
+            },
+            odoo_image: "odoo:17".into(),
+            postgres_image: "postgres:16".into(),
+            http_port: 8069,
+            directory: "/srv/berth/acme/shop/staging".into(),
+        }
+    }
+
+    fn repositories(&self) -> Vec<Repository> {
+        vec![Repository {
+            name: "shop".into(),
+            level: RepositoryLevel::Project,
+            url: "https://example.com/shop.git".into(),
+            branch: "main".into(),
+            deployed: None,
+            pinned: None,
+        }]
+    }
+
+    fn inputs(&self) -> RunInputs {
+        RunInputs::None
+    }
+
+    fn note(&self, key: &str, value: &str) {
+        self.notes.lock().unwrap().push((key.into(), value.into()));
+    }
+
+    fn facts(&self) -> String {
+        let notes = self.notes.lock().unwrap();
+        let object: serde_json::Map<String, serde_json::Value> = notes
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::Value::Object(object).to_string()
+    }
+
+    fn deployed(&self, name: &str, commit: &str) -> bool {
+        let known = self.repositories().iter().any(|r| r.name == name);
+        if known {
+            self.deployed
+                .lock()
+                .unwrap()
+                .push((name.into(), commit.into()));
+        }
+        known
     }
 }
