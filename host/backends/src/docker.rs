@@ -19,7 +19,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerSummary, HostConfig, Mount, MountType, NetworkCreateRequest,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
@@ -166,7 +166,7 @@ pub struct ContainerSpec {
     /// (source, target, read-only): a volume name, or a path inside the environment's directory.
     pub mounts: Vec<(String, String, bool)>,
     pub networks: Vec<String>,
-    /// (container port, port on the server's loopback)
+    /// (container port, port on the server's loopback): refused, see [`EnvDocker::create`].
     pub ports: Vec<(u16, u16)>,
     pub restart_policy: Option<String>,
     pub labels: Vec<(String, String)>,
@@ -312,6 +312,14 @@ impl EnvDocker {
             };
             mounts.push(mount);
         }
+        // A published port is a door on the server itself (a hook published 127.0.0.1:22): the
+        // platform's proxy is the only way into an environment.
+        if !spec.ports.is_empty() {
+            return Err(DockerError::Refused(
+                "published ports refused: an environment is reached through the platform's proxy"
+                    .into(),
+            ));
+        }
         let mut networks = Vec::new();
         for network in &spec.networks {
             if matches!(network.as_str(), "host" | "none" | "bridge" | "default")
@@ -343,25 +351,14 @@ impl EnvDocker {
             }
             labels.insert(key.clone(), value.clone());
         }
-        let ports: HashMap<String, Option<Vec<PortBinding>>> = spec
-            .ports
-            .iter()
-            .map(|(container, host)| {
-                let binding = PortBinding {
-                    host_ip: Some("127.0.0.1".into()),
-                    host_port: Some(host.to_string()),
-                };
-                (format!("{container}/tcp"), Some(vec![binding]))
-            })
-            .collect();
         let host_config = HostConfig {
             mounts: Some(mounts),
-            port_bindings: Some(ports),
             restart_policy: Some(RestartPolicy {
                 name: Some(restart),
                 maximum_retry_count: None,
             }),
-            network_mode: networks.first().cloned(),
+            // No network named: no network at all, never Docker's default bridge.
+            network_mode: Some(networks.first().cloned().unwrap_or_else(|| "none".into())),
             privileged: Some(false),
             ..Default::default()
         };

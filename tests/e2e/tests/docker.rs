@@ -240,3 +240,29 @@ async fn pulling_without_a_registry_fails_cleanly() {
         "{err}"
     );
 }
+
+/// A hook granted `docker` published `127.0.0.1:22` on the server, and a container created with
+/// no network landed on Docker's default bridge (although `bridge` by name was refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn no_published_ports_and_no_default_bridge() {
+    let env = unique("ports");
+    let (docker, _dir) = env_docker(&env);
+    let publishing = ContainerSpec {
+        ports: vec![(22, 2222)],
+        ..sleeper("door")
+    };
+    let err = docker.create(&publishing).await.unwrap_err();
+    assert!(
+        matches!(err, DockerError::Refused(_)) && err.to_string().contains("published ports"),
+        "{err}"
+    );
+    let unattached = ContainerSpec {
+        networks: vec![],
+        ..sleeper("loner")
+    };
+    docker.create(&unattached).await.unwrap();
+    let full = format!("berth.acme.shop.{env}.loner");
+    let mode = docker_cli(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &full]);
+    docker.remove("loner").await.unwrap();
+    assert_eq!(mode, "none", "not Docker's default bridge");
+}
