@@ -13,7 +13,7 @@ use wasmtime::component::Resource;
 use super::blobs::{Blob, blob_error};
 use crate::bindings::Fault;
 use crate::bindings::targets::Host;
-use crate::bindings::types::{Error, ObjectInfo};
+use crate::bindings::types::{Error, ObjectInfo, Role};
 use crate::engine::Runtime;
 use crate::grants::Capability;
 use crate::invoke::{Invocation, InvokeError};
@@ -73,12 +73,16 @@ impl RunState {
         &mut self,
         call: &str,
         target: &str,
+        key: Option<&str>,
     ) -> Result<(Arc<Runtime>, TargetBackend), Fault> {
         let targets = self.gate_lent::<Targets>(
             &Capability::TARGETS,
             call,
             "this run has no storage targets",
         )?;
+        if let Some(key) = key {
+            self.confine(call, key)?;
+        }
         let backend = targets.backends.get(target).cloned().ok_or_else(|| {
             Fault::from(Error::not_found(format!(
                 "{call}: the organization has no storage target named {target:?}"
@@ -93,8 +97,34 @@ impl RunState {
         target: &str,
         request: StorageRequest,
     ) -> Result<StorageAnswer, Fault> {
-        let (runtime, backend) = self.target_backend(call, target)?;
+        let key = match &request {
+            StorageRequest::Put { key, .. }
+            | StorageRequest::Get { key }
+            | StorageRequest::Delete { key } => Some(key.as_str()),
+            StorageRequest::List { prefix } => Some(prefix.as_str()),
+            StorageRequest::Check => None,
+        };
+        let (runtime, backend) = self.target_backend(call, target, key)?;
         send(&runtime, &backend, target, request).await
+    }
+
+    /// A hook reaches only its environment's folder of a target (`<project>/<environment>/`):
+    /// granted `targets` in a deploy, it must not list, read or overwrite another environment's
+    /// backups. The lifecycle that owns the run (a restore from any object) is not confined.
+    fn confine(&self, call: &str, key: &str) -> Result<(), Fault> {
+        if self.description.role == Role::Lifecycle {
+            return Ok(());
+        }
+        let folder = berth_contract::backup_key::prefix(&self.env.project, &self.env.environment);
+        let inside = key.starts_with(&folder) && !key.split('/').any(|c| c == "..");
+        if inside {
+            return Ok(());
+        }
+        Err(Error::denied(format!(
+            "{call}: {} reaches only this environment's objects ({folder}…), not {key:?}",
+            self.plugin
+        ))
+        .into())
     }
 }
 
@@ -120,7 +150,7 @@ impl Host for RunState {
         data: Resource<Blob>,
     ) -> Result<ObjectInfo, Fault> {
         // The door before the blob is taken: a refused call leaves the plugin's stream unread.
-        let (runtime, backend) = self.target_backend("targets.put", &target)?;
+        let (runtime, backend) = self.target_backend("targets.put", &target, Some(&key))?;
         let data = self
             .get_mut(&data)?
             .hand_over()
@@ -206,6 +236,42 @@ mod tests {
 
     async fn get(state: &mut RunState) -> Result<Resource<Blob>, Fault> {
         targets::Host::get(state, "offsite".into(), "k".into()).await
+    }
+
+    /// A hook granted `targets` in a deploy listed, downloaded and overwrote another
+    /// environment's backups: a hook reaches only its own environment's folder.
+    #[tokio::test]
+    async fn a_hook_reaches_only_its_environments_objects() {
+        let targets = Targets {
+            runtime: Arc::new(Runtime::new(RuntimeOptions::default()).unwrap()),
+            backends: Default::default(),
+        };
+        let run = Run::hook()
+            .declares("targets")
+            .granted("targets")
+            .lend(Arc::new(targets));
+        let mut state = run.state();
+        for key in [
+            "shop/production/20261101T000000Z-run1.zip",
+            "",
+            "shop/staging/../production/x",
+        ] {
+            let listed =
+                targets::Host::list_objects(&mut state, "offsite".into(), key.into()).await;
+            match testing::guest_error(listed) {
+                Error::Denied(m) => assert!(m.contains("only this environment's objects"), "{m}"),
+                other => panic!("{key:?}: {other:?}"),
+            }
+            let fetched = targets::Host::get(&mut state, "offsite".into(), key.into()).await;
+            assert!(
+                matches!(testing::guest_error(fetched), Error::Denied(_)),
+                "{key:?}"
+            );
+        }
+        // Its own folder passes the door (and then there is no such target here).
+        let own =
+            targets::Host::get(&mut state, "offsite".into(), "shop/staging/x.zip".into()).await;
+        assert!(matches!(testing::guest_error(own), Error::NotFound(_)));
     }
 
     #[tokio::test]
