@@ -129,6 +129,30 @@ pub(crate) async fn set_protected(
     Path(id): Path<i64>,
     Json(body): Json<ProtectRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    engine.store.set_protected(org, id, body.protected)?;
+    if !body.protected {
+        // Protection is what makes a restore over production ask for the environment's name; the
+        // token that could lift it is the very one it guards against.
+        return Err(berth_engine::EngineError::Forbidden(
+            "lifting an environment's protection is the operator's: PUT \
+             /v1/operator/environments/{id}/protected with an operator token"
+                .into(),
+        )
+        .into());
+    }
+    engine.store.set_protected(org, id, true)?;
     Ok(Json(engine.store.environment(org, id)?))
+}
+
+/// The operator's: protect an environment, or lift its protection.
+pub(crate) async fn operator_set_protected(
+    State(engine): Shared,
+    _: crate::auth::Operator,
+    Path(id): Path<i64>,
+    Json(body): Json<ProtectRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let env = engine.store.environment_by_id(id)?;
+    engine
+        .store
+        .set_protected(env.organization_id, id, body.protected)?;
+    Ok(Json(engine.store.environment_by_id(id)?))
 }

@@ -57,6 +57,7 @@ impl From<EngineError> for ApiError {
         match err {
             EngineError::State(e) => e.into(),
             EngineError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            EngineError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
             // Everything else is the control plane's own failure: logged, not shown.
             other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }

@@ -12,6 +12,7 @@
 pub mod auth;
 mod backups;
 pub mod error;
+mod operator;
 mod routes;
 pub mod webhooks;
 

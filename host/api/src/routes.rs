@@ -23,7 +23,7 @@ use crate::auth::Org;
 use crate::backups;
 use crate::error::{ApiError, ApiResult};
 
-type Shared = State<Arc<Engine>>;
+pub(crate) type Shared = State<Arc<Engine>>;
 
 pub(crate) fn router() -> Router<Arc<Engine>> {
     Router::new()
@@ -65,6 +65,18 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         )
         .route("/v1/plugins", post(upload_plugin).get(list_plugins))
         .route("/v1/grants", post(add_grant))
+        .route(
+            "/v1/operator/organizations",
+            post(crate::operator::create_organization),
+        )
+        .route(
+            "/v1/operator/organizations/{id}/grant-ceiling",
+            put(crate::operator::set_grant_ceiling).get(crate::operator::get_grant_ceiling),
+        )
+        .route(
+            "/v1/operator/environments/{id}/protected",
+            put(backups::operator_set_protected),
+        )
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
@@ -289,6 +301,7 @@ async fn add_grant(
     if let Err(e) = request.capability.parse::<berth_runtime::Capability>() {
         return Err(ApiError::bad_request(e.to_string()));
     }
+    engine.check_grant(org, &request.capability)?;
     let (project_id, environment_id) = match request.environment_id {
         Some(env) => (None, Some(engine.store.environment(org, env)?.id)),
         None => (None, None),

@@ -142,7 +142,8 @@ async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// On the very first start, an organization `default` and a token for it, written to
-/// `<data>/token` (mode 0600) — the only time the token is shown.
+/// `<data>/token` (mode 0600), and the operator's token in `<data>/operator-token` (0600) — the
+/// only time either is shown.
 fn first_start(store: &Store, data: &Path) -> anyhow::Result<()> {
     if store.organization_by_name("default")?.is_some() {
         return Ok(());
@@ -155,6 +156,11 @@ fn first_start(store: &Store, data: &Path) -> anyhow::Result<()> {
         "created organization `default`; its API token is in {}",
         path.display()
     );
+    // The operator's own token: organizations, grant ceilings, lifting protection.
+    let operator = store.create_operator_token("first start")?;
+    let path = data.join("operator-token");
+    write_private(&path, &operator)?;
+    tracing::info!("the operator's token is in {}", path.display());
     Ok(())
 }
 

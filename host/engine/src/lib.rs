@@ -42,6 +42,11 @@ pub const fn lifecycle_for(operation: Operation) -> &'static str {
     }
 }
 
+/// What an organization may grant its own plugins unless the operator says otherwise: the run's
+/// scratch files and its environment's own secrets. Everything that reaches a server, a
+/// database, git or storage is the operator's to allow.
+pub const DEFAULT_GRANT_CEILING: [&str; 2] = ["files", "secret:*"];
+
 /// How the engine fails. Requests it refuses are [`EngineError::Invalid`] (the caller's to fix);
 /// the rest say which part of the control plane or of a run's world is missing or broken.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,9 @@ pub enum EngineError {
     State(#[from] StateError),
     #[error("{0}")]
     Invalid(String),
+    /// A power the caller does not hold (an organization asking for an operator's).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Setup(String),
     #[error("the lifecycle plugin {plugin:?} for {operation} is not installed")]
@@ -348,6 +356,37 @@ impl Engine {
                 .map_err(|e| EngineError::Invalid(format!("storage target: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The capabilities organization `org_id` may grant its own plugins: what the operator set
+    /// for it, or [`DEFAULT_GRANT_CEILING`].
+    pub fn grant_ceiling(&self, org_id: i64) -> Result<Vec<String>, EngineError> {
+        Ok(self.store.grant_ceiling(org_id)?.unwrap_or_else(|| {
+            DEFAULT_GRANT_CEILING
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        }))
+    }
+
+    /// Refuses a grant above the organization's ceiling: beyond it, only the operator decides.
+    pub fn check_grant(&self, org_id: i64, capability: &str) -> Result<(), EngineError> {
+        let ceiling = self.grant_ceiling(org_id)?;
+        let covered = ceiling
+            .iter()
+            .any(|c| c == capability || (c == "secret:*" && capability.starts_with("secret:")));
+        if covered {
+            return Ok(());
+        }
+        Err(EngineError::Forbidden(format!(
+            "capability `{capability}` is above the organization's grant ceiling ({}); the \
+             operator can raise it",
+            if ceiling.is_empty() {
+                "nothing".to_string()
+            } else {
+                ceiling.join(", ")
+            }
+        )))
     }
 
     /// The egress policy every tenant connection goes through.

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_initial.sql"),
     include_str!("../migrations/0002_backups.sql"),
     include_str!("../migrations/0003_webhook_deliveries.sql"),
+    include_str!("../migrations/0004_operator.sql"),
 ];
 
 /// How long a statement waits for another process holding the write lock before failing.

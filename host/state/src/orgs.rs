@@ -171,6 +171,60 @@ impl Store {
         })
     }
 
+    /// A new operator token, returned once; the store keeps only its SHA-256.
+    pub fn create_operator_token(&self, label: &str) -> Result<String> {
+        let secret = format!("{TOKEN_PREFIX}op_{}", random_hex(32));
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO operator_tokens (label, secret_sha256, created_at) VALUES (?1, ?2, ?3)",
+                params![label, token_hash(&secret), now_ms()],
+            )?;
+            Ok(secret)
+        })
+    }
+
+    /// Whether `secret` is an operator token.
+    pub fn is_operator_token(&self, secret: &str) -> Result<bool> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM operator_tokens WHERE secret_sha256 = ?1",
+                    [token_hash(secret)],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
+        })
+    }
+
+    /// The capabilities organization `org_id` may grant its own plugins, if the operator set
+    /// them (otherwise the platform's default applies).
+    pub fn grant_ceiling(&self, org_id: i64) -> Result<Option<Vec<String>>> {
+        self.read(|conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT capabilities FROM grant_ceilings WHERE organization_id = ?1",
+                    [org_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()))
+        })
+    }
+
+    pub fn set_grant_ceiling(&self, org_id: i64, capabilities: &[String]) -> Result<()> {
+        let json = serde_json::to_string(capabilities).expect("a list of strings");
+        self.write(|conn| {
+            organization_row(conn, org_id)?;
+            conn.execute(
+                "INSERT INTO grant_ceilings (organization_id, capabilities) VALUES (?1, ?2)
+                 ON CONFLICT (organization_id) DO UPDATE SET capabilities = excluded.capabilities",
+                params![org_id, json],
+            )?;
+            Ok(())
+        })
+    }
+
     /// The organization a token secret belongs to, if it is a token at all.
     pub fn token_organization(&self, secret: &str) -> Result<Option<i64>> {
         self.read(|conn| {

@@ -100,6 +100,11 @@ impl ControlPlane {
         (org.id, token)
     }
 
+    /// A token of the operator (the platform team), never an organization's.
+    pub fn operator_token(&self) -> String {
+        self.engine.store.create_operator_token("tests").unwrap()
+    }
+
     /// Sends a request; returns the status and the JSON answer.
     pub async fn call(
         &self,

@@ -148,3 +148,84 @@ async fn servers_and_storage_endpoints_on_the_control_planes_network_are_refused
         assert_eq!(status, 422, "{backend} {value}: {answer}");
     }
 }
+
+/// `POST /v1/grants` with an organization's token granted `git`, `targets`, `ssh.shell`,
+/// `database`, `secret:*` to its own uploaded plugin; no one else was asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organization_cannot_grant_its_plugin_what_the_operator_did_not_allow() {
+    let f = fixture().await;
+    let grant = async |capability: &str| {
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            "/v1/grants",
+            Some(json!({ "plugin": "gate", "capability": capability })),
+        )
+        .await
+    };
+    for capability in [
+        "ssh.shell",
+        "ssh.exec",
+        "git",
+        "targets",
+        "database",
+        "docker",
+    ] {
+        let (status, answer) = grant(capability).await;
+        assert_eq!(status, 403, "{capability}: {answer}");
+    }
+    let (status, answer) = grant("files").await;
+    assert_eq!(status, 201, "{answer}");
+    // The operator raises the ceiling; an organization's token cannot.
+    let org =
+        f.cp.engine
+            .store
+            .token_organization(&f.token)
+            .unwrap()
+            .unwrap();
+    let ceiling = format!("/v1/operator/organizations/{org}/grant-ceiling");
+    let body = json!({ "capabilities": ["files", "docker"] });
+    let (status, _) =
+        f.cp.call(&f.token, reqwest::Method::PUT, &ceiling, Some(body.clone()))
+            .await;
+    assert_eq!(status, 403);
+    let operator = f.cp.operator_token();
+    let (status, answer) =
+        f.cp.call(&operator, reqwest::Method::PUT, &ceiling, Some(body))
+            .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = grant("docker").await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+/// `PUT …/protected {"protected": false}` with the organization's own token removed the
+/// type-to-confirm protection of production.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organization_cannot_lift_protection() {
+    let f = fixture().await;
+    let env = f.environment(&unique("prot"), f.server).await;
+    let id = env["id"].as_i64().unwrap();
+    let protect = async |token: &str, path: String, protected: bool| {
+        f.cp.call(
+            token,
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({ "protected": protected })),
+        )
+        .await
+    };
+    let own = format!("/v1/environments/{id}/protected");
+    let (status, answer) = protect(&f.token, own.clone(), true).await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = protect(&f.token, own, false).await;
+    assert_eq!(status, 403, "{answer}");
+    let operators = format!("/v1/operator/environments/{id}/protected");
+    let (status, _) = protect(&f.token, operators.clone(), false).await;
+    assert_eq!(
+        status, 403,
+        "an organization's token never reaches an operator route"
+    );
+    let (status, answer) = protect(&f.cp.operator_token(), operators, false).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["protected"], false, "{answer}");
+}
