@@ -154,6 +154,11 @@ enum PlatformCommand {
         #[command(flatten)]
         data: serve_cmd::DataArgs,
     },
+    /// Reseal every secret in the state with a new key (stop the control plane first).
+    RotateKey {
+        #[command(flatten)]
+        data: serve_cmd::DataArgs,
+    },
 }
 
 fn admin(result: anyhow::Result<()>) -> ExitCode {
@@ -191,6 +196,9 @@ fn main() -> ExitCode {
                 branch,
                 data,
             }) => admin(serve_cmd::add_platform_repo(&data, &name, &url, branch)),
+            Command::Platform(PlatformCommand::RotateKey { data }) => {
+                admin(serve_cmd::rotate_key(&data))
+            }
             Command::Key { api, command } => c::run(api, async |a| c::key(a, command).await).await,
             Command::Server { api, command } => {
                 c::run(api, async |a| c::server(a, command).await).await

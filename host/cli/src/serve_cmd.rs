@@ -210,3 +210,16 @@ pub fn add_platform_repo(
     println!("{}", serde_json::to_string(&repository)?);
     Ok(())
 }
+
+/// `berth platform rotate-key`: every secret resealed with a new key, which replaces
+/// `<data>/state.key`. The control plane must be stopped: a running one seals with the key it
+/// loaded.
+pub fn rotate_key(data: &DataArgs) -> anyhow::Result<()> {
+    let store = open_store(&data.data)?;
+    store.rotate_key()?;
+    eprintln!(
+        "every secret is sealed with a new key in {}",
+        data.data.join("state.key").display()
+    );
+    Ok(())
+}

@@ -160,6 +160,7 @@ impl Store {
         crate::require("user", &new.user)?;
         crate::require("secret", &new.secret)?;
         let settings = serde_json::to_string(&new.settings).expect("a map of strings");
+        let secret = self.seal(&new.secret);
         self.write(|conn| {
             insert_returning(
                 conn,
@@ -172,7 +173,7 @@ impl Store {
                     new.backend,
                     settings,
                     new.user,
-                    new.secret,
+                    secret,
                     now_ms()
                 ],
             )
@@ -197,14 +198,15 @@ impl Store {
 
     /// The target's secret, for the host's protocol client only.
     pub fn storage_target_secret(&self, target_id: i64) -> Result<String> {
-        self.read(|conn| {
+        let stored: String = self.read(|conn| {
             conn.query_row(
                 "SELECT secret FROM storage_targets WHERE id = ?1",
                 params![target_id],
                 |row| row.get(0),
             )
             .found(|| format!("storage target {target_id}"))
-        })
+        })?;
+        self.unseal(&stored)
     }
 
     pub fn record_backup(&self, new: NewBackup) -> Result<Backup> {

@@ -294,19 +294,20 @@ impl Store {
     /// Stores (or replaces) a secret of the environment, such as a generated password.
     pub fn set_secret(&self, env_id: i64, name: &str, value: &str) -> Result<()> {
         require("secret name", name)?;
+        let sealed = self.seal(value);
         self.write(|conn| {
             environment_row(conn, env_id)?;
             conn.execute(
                 "INSERT INTO environment_secrets (environment_id, name, value) VALUES (?1, ?2, ?3)
                  ON CONFLICT (environment_id, name) DO UPDATE SET value = excluded.value",
-                params![env_id, name, value],
+                params![env_id, name, sealed],
             )?;
             Ok(())
         })
     }
 
     pub fn secret(&self, env_id: i64, name: &str) -> Result<Option<String>> {
-        self.read(|conn| {
+        let stored: Option<String> = self.read(|conn| {
             Ok(conn
                 .query_row(
                     "SELECT value FROM environment_secrets WHERE environment_id = ?1 AND name = ?2",
@@ -314,7 +315,8 @@ impl Store {
                     |row| row.get(0),
                 )
                 .optional()?)
-        })
+        })?;
+        stored.map(|s| self.unseal(&s)).transpose()
     }
 
     /// Every secret of the environment as `(name, value)`, by name.
@@ -324,8 +326,11 @@ impl Store {
                 "SELECT name, value FROM environment_secrets WHERE environment_id = ?1 ORDER BY name",
             )?;
             let rows = stmt.query_map([env_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
+            Ok(rows.collect::<rusqlite::Result<Vec<(String, String)>>>()?)
+        })?
+        .into_iter()
+        .map(|(name, stored)| Ok((name, self.unseal(&stored)?)))
+        .collect()
     }
 }
 

@@ -20,6 +20,7 @@ mod orgs;
 mod plugins;
 mod repositories;
 mod runs;
+mod seal;
 
 pub use backups::{Backup, BackupPolicy, NewBackup, NewStorageTarget, StorageTarget};
 pub use environments::{Environment, NewEnvironment, STAGES};
@@ -79,6 +80,10 @@ pub type Result<T, E = StateError> = std::result::Result<T, E>;
 /// The state store. Cheap to share behind an `Arc`; every method locks the one connection.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Seals secrets before they are written (see `seal`).
+    sealer: std::sync::RwLock<seal::Sealer>,
+    /// Where the sealing key lives (none for an in-memory store).
+    key_path: Option<PathBuf>,
 }
 
 impl Store {
@@ -101,21 +106,112 @@ impl Store {
         conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
             row.get::<_, String>(0)
         })?;
-        Store::prepare(conn)
+        // The key that seals the secrets lives beside the database, never in it.
+        let key_path = path.with_extension("key");
+        let sealer = seal::Sealer::load(&key_path)?;
+        Store::prepare(conn, sealer, Some(key_path))
     }
 
     /// A private in-memory store, for tests.
     pub fn memory() -> Result<Store> {
-        Store::prepare(Connection::open_in_memory()?)
+        Store::prepare(
+            Connection::open_in_memory()?,
+            seal::Sealer::ephemeral(),
+            None,
+        )
     }
 
-    fn prepare(mut conn: Connection) -> Result<Store> {
+    fn prepare(
+        mut conn: Connection,
+        sealer: seal::Sealer,
+        key_path: Option<PathBuf>,
+    ) -> Result<Store> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         migrate(&mut conn)?;
-        Ok(Store {
+        let rotating = sealer.rotating();
+        let store = Store {
             conn: Mutex::new(conn),
+            sealer: std::sync::RwLock::new(sealer),
+            key_path,
+        };
+        // Secrets from before sealing, or every secret when a rotation was cut short.
+        store.reseal(rotating)?;
+        if rotating {
+            store.finish_rotation()?;
+        }
+        Ok(store)
+    }
+
+    /// Replaces the key that seals the secrets: every secret is resealed with a new key in one
+    /// transaction, then the new key file replaces the old (see `seal`). Run it with the control
+    /// plane stopped; an interrupted rotation completes when the store next opens.
+    pub fn rotate_key(&self) -> Result<()> {
+        let path = self.key_path.as_ref().ok_or_else(|| {
+            StateError::Invalid("an in-memory store has no key file to rotate".into())
+        })?;
+        self.sealer_mut().begin_rotation(path)?;
+        self.reseal(true)?;
+        self.finish_rotation()
+    }
+
+    fn finish_rotation(&self) -> Result<()> {
+        match &self.key_path {
+            Some(path) => self.sealer_mut().finish_rotation(path),
+            None => Ok(()),
+        }
+    }
+
+    fn sealer_mut(&self) -> std::sync::RwLockWriteGuard<'_, seal::Sealer> {
+        self.sealer.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Seals, in one transaction, the secrets written before sealing existed — or, with `all`,
+    /// every secret again with the sealing key.
+    fn reseal(&self, all: bool) -> Result<()> {
+        let plain = |value: &String| all || !seal::Sealer::is_sealed(value);
+        self.write(|conn| {
+            let secrets: Vec<(i64, String, String)> = {
+                let mut stmt =
+                    conn.prepare("SELECT environment_id, name, value FROM environment_secrets")?;
+                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (env, name, value) in secrets.iter().filter(|(_, _, v)| plain(v)) {
+                conn.execute(
+                    "UPDATE environment_secrets SET value = ?1 WHERE environment_id = ?2 AND name = ?3",
+                    rusqlite::params![self.seal(&self.unseal(value)?), env, name],
+                )?;
+            }
+            let targets: Vec<(i64, String)> = {
+                let mut stmt = conn.prepare("SELECT id, secret FROM storage_targets")?;
+                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (id, value) in targets.iter().filter(|(_, v)| plain(v)) {
+                conn.execute(
+                    "UPDATE storage_targets SET secret = ?1 WHERE id = ?2",
+                    rusqlite::params![self.seal(&self.unseal(value)?), id],
+                )?;
+            }
+            Ok(())
         })
+    }
+
+    /// A secret as it is written to the database.
+    pub(crate) fn seal(&self, plain: &str) -> String {
+        self.sealer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .seal(plain)
+    }
+
+    /// A secret as it was written, opened.
+    pub(crate) fn unseal(&self, stored: &str) -> Result<String> {
+        self.sealer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open(stored)
     }
 
     /// How many migrations the open file has applied.

@@ -77,12 +77,13 @@ fn the_state_file_is_created_readable_by_its_owner_only() {
     let path = dir.path().join("state.db");
     let store = Store::open(&path).unwrap();
     tenant(&store, "acme");
-    // The database and, while it is open, SQLite's -wal and -shm files beside it.
+    // The database, while it is open SQLite's -wal and -shm files beside it, and the key that
+    // seals its secrets.
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap())
         .collect();
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     for file in files {
         let mode = file.metadata().unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{}", file.path().display());
@@ -114,6 +115,85 @@ fn token_secrets_are_looked_up_by_hash_and_never_stored() {
         hex::encode(sha2::Sha256::digest(secret.as_bytes()))
     };
     assert!(contains(hash.as_bytes()), "the hash should be stored");
+}
+
+/// Target credentials, environment secrets and database passwords were in clear in `state.db`:
+/// they are sealed with a key kept in its own file, and a database without that key opens none.
+#[test]
+fn secrets_are_sealed_at_rest_with_a_key_outside_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&path).unwrap();
+    let t = tenant(&store, "acme");
+    store
+        .set_secret(t.env.id, "postgres-password", "pg-hunter22-secret")
+        .unwrap();
+    let target = store
+        .create_storage_target(
+            t.org.id,
+            berth_state::NewStorageTarget {
+                name: "offsite".into(),
+                backend: "s3".into(),
+                settings: Default::default(),
+                user: "AKIA".into(),
+                secret: "s3-hunter22-secret".into(),
+            },
+        )
+        .unwrap();
+    drop(store);
+    let key = dir.path().join("state.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap().path();
+        if entry != key {
+            bytes.extend(std::fs::read(entry).unwrap());
+        }
+    }
+    for secret in ["pg-hunter22-secret", "s3-hunter22-secret"] {
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        assert!(!found, "{secret} is in the database files in clear");
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store
+            .secret(t.env.id, "postgres-password")
+            .unwrap()
+            .as_deref(),
+        Some("pg-hunter22-secret")
+    );
+    assert_eq!(
+        store.storage_target_secret(target.id).unwrap(),
+        "s3-hunter22-secret"
+    );
+    // A rotation reseals every secret with a new key, which replaces the old one.
+    let old_key = std::fs::read(&key).unwrap();
+    store.rotate_key().unwrap();
+    assert_ne!(std::fs::read(&key).unwrap(), old_key);
+    assert!(!dir.path().join("state.key.next").exists());
+    assert_eq!(
+        store
+            .secret(t.env.id, "postgres-password")
+            .unwrap()
+            .as_deref(),
+        Some("pg-hunter22-secret")
+    );
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.storage_target_secret(target.id).unwrap(),
+        "s3-hunter22-secret"
+    );
+    drop(store);
+    // Without its key, the database gives no secret (and says why), never garbage.
+    std::fs::remove_file(&key).unwrap();
+    let store = Store::open(&path).unwrap();
+    let err = store.secret(t.env.id, "postgres-password").unwrap_err();
+    assert!(
+        err.to_string().contains("does not open with this key"),
+        "{err}"
+    );
 }
 
 #[test]
