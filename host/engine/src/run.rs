@@ -65,7 +65,20 @@ pub(crate) async fn execute(
     if let Some(reason) = outcome.stop_reason() {
         note_line(engine, run_id, None, "warn", &format!("{point}: {reason}"));
     }
+    // The workspace is the run's scratch space: it ends with the run, so the control plane's
+    // disk does not grow with every run a plugin wrote files in.
+    let workspace = workspace_dir(engine, run_id);
+    if let Err(e) = std::fs::remove_dir_all(&workspace)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(run = run_id, "cannot remove the run's workspace: {e}");
+    }
     finish(engine, run_id, status, error.as_deref());
+}
+
+/// Where run `run_id` keeps its workspace (the `files` capability's directory).
+fn workspace_dir(engine: &Engine, run_id: i64) -> std::path::PathBuf {
+    engine.data_dir().join("runs").join(run_id.to_string())
 }
 
 /// The lifecycle's steps, in order, with their hooks. Returns how the run ended.
@@ -323,7 +336,7 @@ fn prepare(
     let grants = grants(engine, env.id, &env_scope)?;
     let key = engine.ssh_key_path(env.organization_id, &server.ssh_key)?;
     let pool = engine.pool(&key)?;
-    let workspace = engine.data_dir().join("runs").join(run_id.to_string());
+    let workspace = workspace_dir(engine, run_id);
     std::fs::create_dir_all(&workspace).map_err(|source| EngineError::Workspace {
         path: workspace.clone(),
         source,

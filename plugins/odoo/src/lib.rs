@@ -26,6 +26,10 @@ pub const NETWORK: &str = "internal";
 pub const CODE_MOUNT: &str = "/mnt/code";
 /// Odoo's data directory (filestore, sessions) in the official image; a named volume.
 pub const DATA_DIR: &str = "/var/lib/odoo";
+/// The official image declares this folder a volume; Berth's code is at [`CODE_MOUNT`], so an
+/// empty, labelled volume of the environment takes it (else every container creation would leave
+/// an anonymous volume behind).
+pub const EXTRA_ADDONS: &str = "/mnt/extra-addons";
 /// The secrets the host generates for an environment: PostgreSQL's superuser password and Odoo's
 /// role password.
 pub const POSTGRES_PASSWORD: &str = "postgres-password";

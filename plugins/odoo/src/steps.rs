@@ -19,7 +19,7 @@ use berth_sdk::{
 use crate::conf::{OdooConf, addons_path};
 use crate::deps;
 use crate::tuning;
-use crate::{CODE_MOUNT, DATA_DIR, DB_CONTAINER, NETWORK, ODOO_CONTAINER};
+use crate::{CODE_MOUNT, DATA_DIR, DB_CONTAINER, EXTRA_ADDONS, NETWORK, ODOO_CONTAINER};
 
 /// Consecutive server errors on the database's login page, with Odoo's health endpoint answering,
 /// that end a health check at once: Odoo is up and refuses the database.
@@ -450,6 +450,11 @@ pub fn start_odoo(run: &Run) -> Outcome {
             source: "odoo-data".into(),
             target: DATA_DIR.into(),
             read_only: false,
+        },
+        docker::Mount {
+            source: "extra-addons".into(),
+            target: EXTRA_ADDONS.into(),
+            read_only: true,
         },
     ];
     let spec = service(ODOO_CONTAINER, image, Vec::new(), Vec::new(), mounts);

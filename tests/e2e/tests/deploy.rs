@@ -464,3 +464,42 @@ async fn a_run_left_running_by_a_stopped_control_plane_is_marked_interrupted() {
     assert_eq!(status, 202, "{answer}");
     cp.finished(&token, answer["id"].as_i64().unwrap()).await;
 }
+
+/// Every Odoo container creation left an unlabelled anonymous volume (the image's
+/// `/mnt/extra-addons`) that nothing ever removed, and every run its workspace on the control
+/// plane: every volume of a deploy is the environment's, and the workspace ends with the run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_leaves_no_anonymous_volume_nor_workspace() {
+    let f = fixture().await;
+    let name = unique("vols");
+    let env = f.environment(&name, f.server).await;
+    let run = f.deploy(env["id"].as_i64().unwrap()).await;
+    let run = f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run:#}");
+    let workspace =
+        f.cp.engine
+            .data_dir()
+            .join("runs")
+            .join(run["id"].to_string());
+    assert!(!workspace.exists(), "{} is left", workspace.display());
+    for container in [
+        berth_e2e::backups::odoo_container(&name),
+        berth_e2e::backups::db_container(&name),
+    ] {
+        let mounts = berth_e2e::backups::docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Type}}:{{.Name}} {{end}}",
+            &container,
+        ]);
+        for mount in mounts.split_whitespace() {
+            let (kind, volume) = mount.split_once(':').unwrap();
+            if kind == "volume" {
+                assert!(
+                    volume.starts_with(&format!("berth.acme.shop.{name}.")),
+                    "{container}: anonymous or foreign volume {volume}"
+                );
+            }
+        }
+    }
+}
