@@ -29,6 +29,8 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/tokens", post(create_token).get(list_tokens))
+        .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
         .route("/v1/ssh-keys", post(create_ssh_key))
         .route("/v1/ssh-keys/{name}", get(get_ssh_key))
         .route("/v1/servers", post(create_server).get(list_servers))
@@ -148,6 +150,49 @@ async fn get_server(
     Path(id): Path<i64>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.store.server(org, id)?))
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    label: String,
+    /// Days until it stops opening anything; without it, until revoked.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+}
+
+/// A new token of the organization, shown once.
+async fn create_token(
+    State(engine): Shared,
+    Org(org): Org,
+    Json(new): Json<NewToken>,
+) -> ApiResult<impl IntoResponse> {
+    if new.label.is_empty() || new.label.len() > 200 {
+        return Err(ApiError::bad_request("label: 1 to 200 characters"));
+    }
+    let expires_at = new
+        .expires_in_days
+        .map(|days| berth_state::now_ms() + i64::from(days.max(1)) * 86_400_000);
+    let (info, token) = engine
+        .store
+        .create_token_until(org, &new.label, expires_at)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "token": token, "info": info })),
+    ))
+}
+
+async fn list_tokens(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.tokens(org)?))
+}
+
+/// Revokes one of the organization's tokens (the one making the request too, if it is named).
+async fn revoke_token(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    engine.store.revoke_token(org, id)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize)]

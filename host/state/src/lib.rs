@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_backups.sql"),
     include_str!("../migrations/0003_webhook_deliveries.sql"),
     include_str!("../migrations/0004_operator.sql"),
+    include_str!("../migrations/0005_token_lifetimes.sql"),
 ];
 
 /// How long a statement waits for another process holding the write lock before failing.

@@ -25,6 +25,10 @@ pub struct TokenInfo {
     pub organization_id: i64,
     pub label: String,
     pub created_at: i64,
+    /// When it stops opening anything (Unix ms), if it was given an end.
+    pub expires_at: Option<i64>,
+    /// When it was revoked.
+    pub revoked_at: Option<i64>,
 }
 
 /// A machine Berth reaches over SSH to run Docker on.
@@ -86,13 +90,16 @@ impl Record for Organization {
 }
 
 impl Record for TokenInfo {
-    const SELECT: &'static str = "id, organization_id, label, created_at FROM api_tokens";
+    const SELECT: &'static str =
+        "id, organization_id, label, created_at, expires_at, revoked_at FROM api_tokens";
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(TokenInfo {
             id: row.get(0)?,
             organization_id: row.get(1)?,
             label: row.get(2)?,
             created_at: row.get(3)?,
+            expires_at: row.get(4)?,
+            revoked_at: row.get(5)?,
         })
     }
 }
@@ -158,16 +165,45 @@ impl Store {
     /// Makes an API token for `org_id`. The secret (`berth_` + 64 hex digits) is returned only
     /// here; the store keeps its SHA-256.
     pub fn create_token(&self, org_id: i64, label: &str) -> Result<(TokenInfo, String)> {
+        self.create_token_until(org_id, label, None)
+    }
+
+    /// A new token of the organization that opens nothing after `expires_at` (Unix ms).
+    pub fn create_token_until(
+        &self,
+        org_id: i64,
+        label: &str,
+        expires_at: Option<i64>,
+    ) -> Result<(TokenInfo, String)> {
         let secret = format!("{TOKEN_PREFIX}{}", random_hex(32));
         self.write(|conn| {
             organization_row(conn, org_id)?;
             let info = insert_returning(
                 conn,
-                "INSERT INTO api_tokens (organization_id, label, secret_sha256, created_at)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![org_id, label, token_hash(&secret), now_ms()],
+                "INSERT INTO api_tokens (organization_id, label, secret_sha256, created_at,
+                     expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org_id, label, token_hash(&secret), now_ms(), expires_at],
             )?;
             Ok((info, secret))
+        })
+    }
+
+    /// The organization's tokens, without their secrets.
+    pub fn tokens(&self, org_id: i64) -> Result<Vec<TokenInfo>> {
+        self.read(|conn| all(conn, "WHERE organization_id = ?1 ORDER BY id", [org_id]))
+    }
+
+    /// Revokes token `id` of the organization: it opens nothing from now on.
+    pub fn revoke_token(&self, org_id: i64, id: i64) -> Result<()> {
+        self.write(|conn| {
+            touch(
+                conn,
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?1)
+                 WHERE id = ?2 AND organization_id = ?3",
+                params![now_ms(), id, org_id],
+                || format!("token {id}"),
+            )
         })
     }
 
@@ -230,8 +266,9 @@ impl Store {
         self.read(|conn| {
             Ok(conn
                 .query_row(
-                    "SELECT organization_id FROM api_tokens WHERE secret_sha256 = ?1",
-                    [token_hash(secret)],
+                    "SELECT organization_id FROM api_tokens WHERE secret_sha256 = ?1
+                     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                    params![token_hash(secret), now_ms()],
                     |row| row.get(0),
                 )
                 .optional()?)

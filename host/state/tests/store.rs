@@ -50,11 +50,11 @@ fn migrations_apply_on_a_fresh_file_and_reopening_is_idempotent() {
     let path = dir.path().join("state.db");
     let org_id = {
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 4);
+        assert_eq!(store.schema_version().unwrap(), 5);
         store.create_organization("acme").unwrap().id
     };
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 4);
+    assert_eq!(store.schema_version().unwrap(), 5);
     assert_eq!(store.organization(org_id).unwrap().name, "acme");
     drop(store);
     Store::open(&path).unwrap();

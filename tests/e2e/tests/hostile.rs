@@ -229,3 +229,59 @@ async fn an_organization_cannot_lift_protection() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["protected"], false, "{answer}");
 }
+
+/// Tokens never expired and could not be revoked: a leaked token opened the organization for
+/// ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_or_expired_token_opens_nothing() {
+    let cp = berth_e2e::control_plane::ControlPlane::start().await;
+    let (org, token) = cp.organization(&unique("tokens"));
+    let made = cp
+        .post(
+            &token,
+            "/v1/tokens",
+            json!({ "label": "ci", "expires_in_days": 30 }),
+        )
+        .await;
+    let ci = made["token"].as_str().unwrap().to_string();
+    assert!(made["info"]["expires_at"].as_i64().is_some(), "{made}");
+    let (status, _) = cp
+        .call(&ci, reqwest::Method::GET, "/v1/projects", None)
+        .await;
+    assert_eq!(status, 200);
+    let id = made["info"]["id"].as_i64().unwrap();
+    let (status, _) = cp
+        .call(
+            &token,
+            reqwest::Method::DELETE,
+            &format!("/v1/tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = cp
+        .call(&ci, reqwest::Method::GET, "/v1/projects", None)
+        .await;
+    assert_eq!(status, 401, "a revoked token opens nothing");
+    // A token whose end has passed.
+    let (_, expired) = cp
+        .engine
+        .store
+        .create_token_until(org, "old", Some(berth_state::now_ms() - 1))
+        .unwrap();
+    let (status, _) = cp
+        .call(&expired, reqwest::Method::GET, "/v1/projects", None)
+        .await;
+    assert_eq!(status, 401, "an expired token opens nothing");
+    // Another organization's token is not this one's to revoke.
+    let (_, other) = cp.organization(&unique("others"));
+    let (status, _) = cp
+        .call(
+            &other,
+            reqwest::Method::DELETE,
+            &format!("/v1/tokens/{}", made["info"]["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
