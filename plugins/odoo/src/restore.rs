@@ -221,17 +221,31 @@ fn extract_backup(run: &Run) -> Outcome {
         Some(&staging(run)),
         Duration::from_secs(6 * 3600),
     )?;
-    let report: serde_json::Value = serde_json::from_str(&last)
-        .map_err(|_| Error::failed(format!("the extraction exited with {status}: {last}")))?;
+    // A refused or failed extraction leaves no copy of the archive on the server.
+    let discard = |error: Error| -> Error {
+        match exec(&["rm", "-rf", &staging(run)]) {
+            Ok(_) => error,
+            Err(e) => Error::failed(format!(
+                "{}; and the staged archive stays: {}",
+                error.message(),
+                e.message()
+            )),
+        }
+    };
+    let report: serde_json::Value = serde_json::from_str(&last).map_err(|_| {
+        discard(Error::failed(format!(
+            "the extraction exited with {status}: {last}"
+        )))
+    })?;
     if let Some(why) = report.get("refused").and_then(|v| v.as_str()) {
-        return Err(Error::invalid(format!(
+        return Err(discard(Error::invalid(format!(
             "{why}: refused, nothing was stopped"
-        )));
+        ))));
     }
     if status != 0 {
-        return Err(Error::failed(format!(
+        return Err(discard(Error::failed(format!(
             "the extraction exited with {status}: {last}"
-        )));
+        ))));
     }
     let format = report["format"].as_str().unwrap_or("plain");
     let with_filestore = report["filestore"].as_bool().unwrap_or(false);

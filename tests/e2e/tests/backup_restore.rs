@@ -368,6 +368,9 @@ async fn bad_backups_are_refused_before_anything_stops_and_unhealthy_ones_switch
             (rows.clone(), files.clone()),
             "{label}"
         );
+        // A refused archive is not left on the server (the test servers share /srv/berth).
+        let staged = std::path::PathBuf::from(format!("/srv/berth/acme/shop/{env}/restore"));
+        assert!(!staged.exists(), "{label}: {} is left", staged.display());
     }
 
     // A dump Odoo cannot serve (no Odoo tables): restored, unhealthy, switched back.
