@@ -58,6 +58,7 @@ impl From<EngineError> for ApiError {
             EngineError::State(e) => e.into(),
             EngineError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             EngineError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, m),
+            EngineError::Limited(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
             // Everything else is the control plane's own failure: logged, not shown.
             other => Self::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         }

@@ -430,6 +430,7 @@ async fn run_events(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
     engine.store.run(org, id)?;
+    let slot = engine.open_stream(org)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -445,6 +446,7 @@ async fn run_events(
         backlog: backlog.into_iter().collect(),
         live,
         done: false,
+        _slot: slot,
     };
     let stream = futures_util::stream::unfold(state, |mut state| async move {
         let event = state.next().await?;
@@ -460,6 +462,8 @@ struct EventStream {
     backlog: std::collections::VecDeque<berth_state::Event>,
     live: Option<tokio::sync::broadcast::Receiver<berth_state::Event>>,
     done: bool,
+    /// Given back when the client goes away or the stream ends.
+    _slot: berth_engine::StreamSlot,
 }
 
 impl EventStream {

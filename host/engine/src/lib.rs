@@ -58,6 +58,9 @@ pub enum EngineError {
     /// A power the caller does not hold (an organization asking for an operator's).
     #[error("{0}")]
     Forbidden(String),
+    /// An organization is at one of its limits; a later request may pass.
+    #[error("{0}")]
+    Limited(String),
     #[error("{0}")]
     Setup(String),
     #[error("the lifecycle plugin {plugin:?} for {operation} is not installed")]
@@ -118,6 +121,27 @@ pub struct Engine {
     known_hosts: PathBuf,
     pools: Mutex<HashMap<PathBuf, Arc<SshPool>>>,
     live: Mutex<HashMap<i64, Live>>,
+    /// Live event streams open per organization.
+    streams: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+/// How many live event streams (SSE) one organization may hold open at once.
+pub const MAX_STREAMS_PER_ORGANIZATION: usize = 32;
+
+/// One open event stream of an organization; its slot is given back when it is dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    org_id: i64,
+    streams: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(open) = streams.get_mut(&self.org_id) {
+            *open = open.saturating_sub(1);
+        }
+    }
 }
 
 impl Engine {
@@ -154,6 +178,7 @@ impl Engine {
             mirrors: Arc::new(mirrors),
             pools: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            streams: Arc::default(),
         }))
     }
 
@@ -234,6 +259,25 @@ impl Engine {
             .unwrap()
             .get(&run_id)
             .map(|live| live.events.subscribe())
+    }
+
+    /// A slot for one live event stream of organization `org_id`, or `Limited` when it holds
+    /// [`MAX_STREAMS_PER_ORGANIZATION`] already: one tenant's open connections cannot exhaust the
+    /// control plane's.
+    pub fn open_stream(&self, org_id: i64) -> Result<StreamSlot, EngineError> {
+        let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let open = streams.entry(org_id).or_default();
+        if *open >= MAX_STREAMS_PER_ORGANIZATION {
+            return Err(EngineError::Limited(format!(
+                "the organization has {MAX_STREAMS_PER_ORGANIZATION} live event streams open \
+                 already; close one"
+            )));
+        }
+        *open += 1;
+        Ok(StreamSlot {
+            org_id,
+            streams: self.streams.clone(),
+        })
     }
 
     /// Asks a run to stop: the step in progress is abandoned and no later step runs.

@@ -285,3 +285,24 @@ async fn a_revoked_or_expired_token_opens_nothing() {
         .await;
     assert_eq!(status, 404);
 }
+
+/// SSE connections were unbounded: one organization could hold the control plane's connections.
+/// Each holds at most 32 live event streams (the API answers 429 beyond), and a closed stream
+/// gives its slot back.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_organization_cannot_hold_every_event_stream() {
+    let cp = berth_e2e::control_plane::ControlPlane::start().await;
+    let (org, _) = cp.organization(&unique("streams"));
+    let (other, _) = cp.organization(&unique("streams"));
+    let max = berth_engine::MAX_STREAMS_PER_ORGANIZATION;
+    let mut held: Vec<_> = (0..max)
+        .map(|_| cp.engine.open_stream(org).unwrap())
+        .collect();
+    assert!(cp.engine.open_stream(org).is_err());
+    assert!(
+        cp.engine.open_stream(other).is_ok(),
+        "another organization is not affected"
+    );
+    held.pop();
+    assert!(cp.engine.open_stream(org).is_ok());
+}
