@@ -120,9 +120,13 @@ impl Ftp {
             StorageError::Failed(format!("FTP {what} at {address}: {e}"))
         };
         let connect = async || {
-            AsyncRustlsFtpStream::connect(&address)
+            let mut stream = AsyncRustlsFtpStream::connect(&address)
                 .await
-                .map_err(|e| failed("connection", e))
+                .map_err(|e| failed("connection", e))?;
+            // Data connections go to the server the control connection reached, whatever address
+            // its PASV answer names: a server must not send the control plane anywhere else.
+            stream.set_passive_nat_workaround(true);
+            Ok(stream)
         };
         let mut stream = connect().await?;
         if tls.mode != TlsMode::Off {
