@@ -143,6 +143,9 @@ storage() {
   ftp_server ftp 30000:30019
   tls_certificates "$STATE/tls"
   ftp_server ftps 30020:30039 -Y 3 -2 "$STATE/tls/server.pem,$STATE/tls/server.key"
+  # One whose PASV answers name another host (a private address nothing listens on): the data
+  # connection must still go to the server the control connection reached.
+  PASV_IP=10.255.255.1 ftp_server liar 30040:30049
   echo "BERTH_TEST_FTPS_CA=$STATE/tls/ca.pem"
 }
 
@@ -162,7 +165,8 @@ tls_certificates() {
   chmod 0600 "$dir"/*.key
 }
 
-# One pure-ftpd named $1 (its variables are BERTH_TEST_<NAME>*), passive ports $2, more flags after.
+# One pure-ftpd named $1 (its variables are BERTH_TEST_<NAME>*), passive ports $2, more flags after;
+# its PASV answers name $PASV_IP (127.0.0.1 unless set).
 ftp_server() {
   local name=$1 passive=$2 port
   shift 2
@@ -179,7 +183,7 @@ ftp_server() {
   sed -i "s|^berth:[^:]*:|berth:$hash:|" "$dir/passwd"
   pure-pw mkdb "$dir/pdb" -f "$dir/passwd"
   port=$(free_port)
-  pure-ftpd -S "127.0.0.1,$port" -l "puredb:$dir/pdb" -E -p "$passive" -P 127.0.0.1 -B \
+  pure-ftpd -S "127.0.0.1,$port" -l "puredb:$dir/pdb" -E -p "$passive" -P "${PASV_IP:-127.0.0.1}" -B \
     -g "$dir/pid" "$@"
   wait_for_port "$port" "pure-ftpd ($name)"
   echo "$var=127.0.0.1:$port"

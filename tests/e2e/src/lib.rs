@@ -121,6 +121,8 @@ pub struct Testbed {
     pub ftp: (String, String, String),
     pub ftps: (String, String, String),
     pub ftps_ca: PathBuf,
+    /// A plain FTP server whose PASV answers name another host.
+    pub ftp_liar: (String, String, String),
     pub servers: Vec<TestServer>,
 }
 
@@ -188,6 +190,7 @@ pub fn testbed() -> Testbed {
         ftp: ftp("BERTH_TEST_FTP"),
         ftps: ftp("BERTH_TEST_FTPS"),
         ftps_ca: var("BERTH_TEST_FTPS_CA").into(),
+        ftp_liar: ftp("BERTH_TEST_LIAR"),
         servers,
     }
 }

@@ -255,3 +255,43 @@ async fn ftp_tls_is_verified_and_never_given_up() {
         );
     }
 }
+
+/// An FTP server's PASV answer sent the data connection to any address it named (here a private
+/// address): data connections go to the server the control connection reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pasv_answer_cannot_send_the_data_connection_elsewhere() {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (address, user, password) = berth_e2e::testbed().ftp_liar;
+    let (host, port) = address.split_once(':').unwrap();
+    let settings = [
+        ("host", host),
+        ("port", port),
+        ("prefix", "backups"),
+        ("tls", "off"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let storage = StorageTargets {
+        targets: BTreeMap::from([(
+            "liar".to_string(),
+            StorageTarget {
+                settings,
+                user,
+                secret: Secret::new(password),
+            },
+        )]),
+        known_hosts: dir.path().join("known_hosts"),
+    };
+    let plugin = load(&runtime, "storage_ftp").await;
+    let mut h = Harness::new("storage", plugin.name(), &["storage"]);
+    h.lend(Arc::new(storage));
+    h.invocation.limits = Limits::step();
+    // A data connection sent to the named address never completes: it would run into this.
+    h.invocation.limits.deadline = std::time::Duration::from_secs(20);
+    let checked = plugin
+        .storage(&runtime, &h.invocation, "liar", StorageRequest::Check)
+        .await;
+    assert!(checked.is_ok(), "{checked:?}");
+}
