@@ -145,7 +145,7 @@ storage() {
   ftp_server ftps 30020:30039 -Y 3 -2 "$STATE/tls/server.pem,$STATE/tls/server.key"
   # One whose PASV answers name another host (a private address nothing listens on): the data
   # connection must still go to the server the control connection reached.
-  PASV_IP=10.255.255.1 ftp_server liar 30040:30049
+  PASV_IP=10.255.255.1 ftp_server ftpliar 30040:30049
   echo "BERTH_TEST_FTPS_CA=$STATE/tls/ca.pem"
 }
 

@@ -190,7 +190,7 @@ pub fn testbed() -> Testbed {
         ftp: ftp("BERTH_TEST_FTP"),
         ftps: ftp("BERTH_TEST_FTPS"),
         ftps_ca: var("BERTH_TEST_FTPS_CA").into(),
-        ftp_liar: ftp("BERTH_TEST_LIAR"),
+        ftp_liar: ftp("BERTH_TEST_FTPLIAR"),
         servers,
     }
 }
