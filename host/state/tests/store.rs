@@ -155,37 +155,29 @@ fn secrets_are_sealed_at_rest_with_a_key_outside_the_database() {
         let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
         assert!(!found, "{secret} is in the database files in clear");
     }
+    let opens_its_secrets = |store: &Store| {
+        assert_eq!(
+            store
+                .secret(t.env.id, "postgres-password")
+                .unwrap()
+                .as_deref(),
+            Some("pg-hunter22-secret")
+        );
+        assert_eq!(
+            store.storage_target_secret(target.id).unwrap(),
+            "s3-hunter22-secret"
+        );
+    };
     let store = Store::open(&path).unwrap();
-    assert_eq!(
-        store
-            .secret(t.env.id, "postgres-password")
-            .unwrap()
-            .as_deref(),
-        Some("pg-hunter22-secret")
-    );
-    assert_eq!(
-        store.storage_target_secret(target.id).unwrap(),
-        "s3-hunter22-secret"
-    );
+    opens_its_secrets(&store);
     // A rotation reseals every secret with a new key, which replaces the old one.
     let old_key = std::fs::read(&key).unwrap();
     store.rotate_key().unwrap();
     assert_ne!(std::fs::read(&key).unwrap(), old_key);
     assert!(!dir.path().join("state.key.next").exists());
-    assert_eq!(
-        store
-            .secret(t.env.id, "postgres-password")
-            .unwrap()
-            .as_deref(),
-        Some("pg-hunter22-secret")
-    );
+    opens_its_secrets(&store);
     drop(store);
-    let store = Store::open(&path).unwrap();
-    assert_eq!(
-        store.storage_target_secret(target.id).unwrap(),
-        "s3-hunter22-secret"
-    );
-    drop(store);
+    opens_its_secrets(&Store::open(&path).unwrap());
     // Without its key, the database gives no secret (and says why), never garbage.
     std::fs::remove_file(&key).unwrap();
     let store = Store::open(&path).unwrap();
