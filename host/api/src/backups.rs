@@ -120,7 +120,7 @@ pub(crate) async fn set_policy(
 
 #[derive(Deserialize)]
 pub(crate) struct ProtectRequest {
-    protected: bool,
+    pub(crate) protected: bool,
 }
 
 pub(crate) async fn set_protected(
@@ -141,18 +141,4 @@ pub(crate) async fn set_protected(
     }
     engine.store.set_protected(org, id, true)?;
     Ok(Json(engine.store.environment(org, id)?))
-}
-
-/// The operator's: protect an environment, or lift its protection.
-pub(crate) async fn operator_set_protected(
-    State(engine): Shared,
-    _: crate::auth::Operator,
-    Path(id): Path<i64>,
-    Json(body): Json<ProtectRequest>,
-) -> ApiResult<impl IntoResponse> {
-    let env = engine.store.environment_by_id(id)?;
-    engine
-        .store
-        .set_protected(env.organization_id, id, body.protected)?;
-    Ok(Json(engine.store.environment_by_id(id)?))
 }

@@ -74,3 +74,17 @@ pub(crate) async fn get_grant_ceiling(
         json!({ "organization_id": id, "capabilities": capabilities }),
     ))
 }
+
+/// The operator's: protect an environment, or lift its protection.
+pub(crate) async fn set_protected(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+    Json(body): Json<crate::backups::ProtectRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let env = engine.store.environment_by_id(id)?;
+    engine
+        .store
+        .set_protected(env.organization_id, id, body.protected)?;
+    Ok(Json(engine.store.environment_by_id(id)?))
+}

@@ -77,7 +77,7 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         )
         .route(
             "/v1/operator/environments/{id}/protected",
-            put(backups::operator_set_protected),
+            put(crate::operator::set_protected),
         )
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))

@@ -165,6 +165,15 @@ impl EgressPolicy {
     }
 }
 
+/// The host an authority names (`user@host:port`, `[v6]:port`, `host`), without user or port.
+pub fn authority_host(authority: &str) -> &str {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    }
+}
+
 /// The address `text` names, read as the system's resolver reads literals: IPv6 (with or without
 /// brackets) or IPv4 in any of `inet_aton`'s forms (1 to 4 parts, decimal, octal or hex).
 pub fn literal(text: &str) -> Option<IpAddr> {

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use berth_backends::egress::EgressPolicy;
+use berth_backends::egress::{EgressPolicy, authority_host};
 use berth_backends::git::Mirrors;
 use berth_backends::ssh::SshPool;
 use berth_runtime::{RunInputs, Runtime};
@@ -473,18 +473,11 @@ fn repository_url(url: &str, egress: &EgressPolicy) -> Result<(), String> {
     } else {
         return refuse("use https://, ssh:// or user@host:path");
     };
-    let (userinfo, host_port) = match authority.rsplit_once('@') {
-        Some((user, host)) => (Some(user), host),
-        None => (None, authority),
-    };
+    let userinfo = authority.rsplit_once('@').map(|(user, _)| user);
     if !scp && userinfo.is_some_and(|u| u.contains(':')) {
         return refuse("credentials do not belong in a URL (use an SSH deploy key)");
     }
-    let host = if let Some(v6) = host_port.strip_prefix('[') {
-        v6.split(']').next().unwrap_or("")
-    } else {
-        host_port.split(':').next().unwrap_or("")
-    };
+    let host = authority_host(authority);
     if host.is_empty() {
         return refuse("it names no host");
     }
@@ -498,12 +491,7 @@ fn endpoint_host(endpoint: &str) -> &str {
     let rest = endpoint
         .split_once("://")
         .map_or(endpoint, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    }
+    authority_host(rest.split('/').next().unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -80,39 +80,37 @@ impl Sealer {
 /// The cipher of the key in `path`; with `create`, a new key (32 random bytes, mode 0600) when
 /// the file does not exist.
 fn key_cipher(path: &Path, create: bool) -> Result<Aes256Gcm> {
-    {
-        let io = |source| StateError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let key = match std::fs::File::open(path) {
-            Ok(mut file) => {
-                let mut bytes = Vec::new();
-                file.read_to_end(&mut bytes).map_err(io)?;
-                let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-                    StateError::Invalid(format!(
-                        "{} is not a key of 32 bytes: the secrets in the state cannot be opened",
-                        path.display()
-                    ))
-                })?;
-                Key::<Aes256Gcm>::from(bytes)
-            }
-            Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
-                let key = Key::<Aes256Gcm>::generate();
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                file.write_all(key.as_slice()).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                key
-            }
-            Err(e) => return Err(io(e)),
-        };
-        Ok(Aes256Gcm::new(&key))
-    }
+    let io = |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let key = match std::fs::File::open(path) {
+        Ok(mut file) => {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io)?;
+            let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
+                StateError::Invalid(format!(
+                    "{} is not a key of 32 bytes: the secrets in the state cannot be opened",
+                    path.display()
+                ))
+            })?;
+            Key::<Aes256Gcm>::from(bytes)
+        }
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::<Aes256Gcm>::generate();
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            file.write_all(key.as_slice()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            key
+        }
+        Err(e) => return Err(io(e)),
+    };
+    Ok(Aes256Gcm::new(&key))
 }
 
 impl Sealer {
