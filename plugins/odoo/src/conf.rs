@@ -1,6 +1,7 @@
 //! `odoo.conf`, generated from the environment: database connection, addons path, data directory,
 //! proxy mode, workers and limits. Mounted read-only at `/etc/odoo/odoo.conf` (the official image's
-//! `ODOO_RC`), so the entrypoint adds no `--db_*` arguments and no password shows in `ps`.
+//! `ODOO_RC`), so the entrypoint adds no `--db_*` arguments and no password shows in `ps`. On the
+//! server it is Odoo's user's alone (0640, owned by the image's uid): it holds that password.
 
 use crate::tuning::{self, CRON_THREADS, DB_MAXCONN};
 

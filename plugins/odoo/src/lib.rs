@@ -24,6 +24,9 @@ pub const ODOO_CONTAINER: &str = "odoo";
 pub const NETWORK: &str = "internal";
 /// Where the environment's code is mounted inside the Odoo container (read-only).
 pub const CODE_MOUNT: &str = "/mnt/code";
+/// The user Odoo runs as in the official image: what only Odoo may read on the server (its
+/// `odoo.conf`, a staged backup) is given to this user's uid, read from the image.
+pub const ODOO_USER: &str = "odoo";
 /// Odoo's data directory (filestore, sessions) in the official image; a named volume.
 pub const DATA_DIR: &str = "/var/lib/odoo";
 /// The official image declares this folder a volume; Berth's code is at [`CODE_MOUNT`], so an

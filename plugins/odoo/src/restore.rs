@@ -13,7 +13,12 @@
 //!   database and filestore, starts Odoo on them, and fails saying so.
 //! - The previous data is removed only by `clean-up`, the last step: a run that fails keeps it.
 //! - The backup itself is only read: it is downloaded into a staging folder on the server and the
-//!   extraction mounts that folder read-only.
+//!   extraction mounts that folder read-only. Folder and archive belong to Odoo's user (the
+//!   extraction runs as it) and no one else may read them (0700, 0600); they are removed as soon
+//!   as the extraction ends, however it ends, and when the download fails.
+//! - The dump runs as a role of its own that owns the restored database only (see the host's
+//!   `database.restore`): it reaches neither the current database nor Odoo's role. A dump that
+//!   fails to restore leaves the current data as it was, and Odoo is started on it again.
 //!
 //! The programs that run in one-off containers on Odoo's data volume are files of their own in
 //! `scripts/` (the extraction, in Python, has its unit tests there).
@@ -26,7 +31,8 @@ use berth_sdk::{Error, RestoreInputs, RunInputs, docker, operation, ssh, targets
 
 use crate::backup::filestore;
 use crate::steps::{
-    self, Outcome, Run, Step, container_exec, done, exec, facts, inspect, wrong_inputs,
+    self, Outcome, Run, Step, container_exec, create_owned, done, exec, facts, inspect, odoo_owner,
+    wrong_inputs,
 };
 use crate::{DATA_DIR, DB_CONTAINER, ODOO_CONTAINER};
 
@@ -101,20 +107,20 @@ fn download_backup(run: &Run) -> Outcome {
     }
     let dir = staging(run);
     exec(&["rm", "-rf", &dir])?;
-    exec(&["mkdir", "-p", &dir])?;
-    let archive = format!("{dir}/backup.zip");
-    let blob = targets::get(&inputs.target, &inputs.key)?;
-    ssh::upload(&blob, &archive, 0o644)?;
-    let size = blob.size();
-    let sha256 = blob.sha256()?;
+    let (size, sha256) = match stage(&dir, &inputs) {
+        Ok(staged) => staged,
+        Err(error) => return discard(run, Err(error)),
+    };
     let checked = match recorded {
         Some(r) if (size, &sha256) != (r.size, &r.sha256) => {
-            exec(&["rm", "-rf", &dir])?;
-            return Err(Error::invalid(format!(
-                "the archive {} on {:?} is not the one backed up ({size} bytes, SHA-256 \
-                 {sha256}; recorded {} bytes, SHA-256 {}): refused, nothing was stopped",
-                inputs.key, inputs.target, r.size, r.sha256
-            )));
+            return discard(
+                run,
+                Err(Error::invalid(format!(
+                    "the archive {} on {:?} is not the one backed up ({size} bytes, SHA-256 \
+                     {sha256}; recorded {} bytes, SHA-256 {}): refused, nothing was stopped",
+                    inputs.key, inputs.target, r.size, r.sha256
+                ))),
+            );
         }
         Some(_) => "SHA-256 verified".to_string(),
         None => format!("SHA-256 {sha256} (not a backup Berth recorded: nothing to compare)"),
@@ -125,6 +131,35 @@ fn download_backup(run: &Run) -> Outcome {
         size as f64 / (1 << 20) as f64,
         inputs.target
     ))
+}
+
+/// Streams the archive into `dir/backup.zip`, folder and archive Odoo's user's alone from their
+/// creation on (the extraction runs as that user). Returns the archive's size and SHA-256.
+fn stage(dir: &str, inputs: &RestoreInputs) -> Result<(u64, String), Error> {
+    let owner = odoo_owner()?;
+    create_owned(dir, owner, "0700", true)?;
+    let archive = format!("{dir}/backup.zip");
+    create_owned(&archive, owner, "0600", false)?;
+    let blob = targets::get(&inputs.target, &inputs.key)?;
+    ssh::upload(&blob, &archive, 0o600)?;
+    Ok((blob.size(), blob.sha256()?))
+}
+
+/// Removes the staging folder, then returns `outcome` (with the removal's failure added to it).
+fn discard<T>(run: &Run, outcome: Result<T, Error>) -> Result<T, Error> {
+    let removed = exec(&["rm", "-rf", &staging(run)]);
+    match (outcome, removed) {
+        (outcome, Ok(_)) => outcome,
+        (Ok(_), Err(e)) => Err(Error::failed(format!(
+            "the staged archive stays on the server: {}",
+            e.message()
+        ))),
+        (Err(error), Err(e)) => Err(Error::failed(format!(
+            "{}; and the staged archive stays on the server: {}",
+            error.message(),
+            e.message()
+        ))),
+    }
 }
 
 // ---- extract-backup -------------------------------------------------------------------------
@@ -193,8 +228,13 @@ fn one_off(
 /// Extracts the backup with the environment's own Odoo image (see `scripts/restore_extract.py`):
 /// the dump into the data volume's work folder, the filestore beside the current one. Refuses a
 /// corrupted archive, one without `dump.sql`, a newer Odoo major version, a dump of a newer
-/// PostgreSQL than the environment's client — all before anything is stopped.
+/// PostgreSQL than the environment's client — all before anything is stopped. The staged archive
+/// is removed however the extraction ends: nothing needs it after.
 fn extract_backup(run: &Run) -> Outcome {
+    discard(run, extract(run))
+}
+
+fn extract(run: &Run) -> Outcome {
     let major = crate::series(&run.environment.odoo_version).map_or(0, |(m, _)| m);
     // The client that will restore the dump: the environment's own PostgreSQL's.
     let client = container_exec(DB_CONTAINER, &["pg_restore", "--version"], None)?;
@@ -221,31 +261,17 @@ fn extract_backup(run: &Run) -> Outcome {
         Some(&staging(run)),
         Duration::from_secs(6 * 3600),
     )?;
-    // A refused or failed extraction leaves no copy of the archive on the server.
-    let discard = |error: Error| -> Error {
-        match exec(&["rm", "-rf", &staging(run)]) {
-            Ok(_) => error,
-            Err(e) => Error::failed(format!(
-                "{}; and the staged archive stays: {}",
-                error.message(),
-                e.message()
-            )),
-        }
-    };
-    let report: serde_json::Value = serde_json::from_str(&last).map_err(|_| {
-        discard(Error::failed(format!(
-            "the extraction exited with {status}: {last}"
-        )))
-    })?;
+    let report: serde_json::Value = serde_json::from_str(&last)
+        .map_err(|_| Error::failed(format!("the extraction exited with {status}: {last}")))?;
     if let Some(why) = report.get("refused").and_then(|v| v.as_str()) {
-        return Err(discard(Error::invalid(format!(
+        return Err(Error::invalid(format!(
             "{why}: refused, nothing was stopped"
-        ))));
+        )));
     }
     if status != 0 {
-        return Err(discard(Error::failed(format!(
+        return Err(Error::failed(format!(
             "the extraction exited with {status}: {last}"
-        ))));
+        )));
     }
     let format = report["format"].as_str().unwrap_or("plain");
     let with_filestore = report["filestore"].as_bool().unwrap_or(false);
@@ -335,35 +361,28 @@ fn switch(run: &Run, back: bool) -> Result<(), Error> {
 }
 
 fn restore_data(run: &Run) -> Outcome {
-    let db = run.database();
     if inspect(ODOO_CONTAINER)?.is_some_and(|c| c.running) {
         return Err(Error::failed(
             "Odoo is running: the data is never replaced under it",
         ));
     }
     let restored = aside(run, "restore");
-    if databases()?.contains(&restored) {
-        database::drop_database(&restored)?;
-    }
-    database::create_database(&restored, None)?;
-    // Owned by Odoo's role, so the restore (run as the owner) gives Odoo its tables.
-    database::execute(
-        &restored,
-        &format!("ALTER DATABASE \"{restored}\" OWNER TO \"{db}\""),
-        &[],
-    )?;
-    let (custom, with_filestore) = extracted()?;
-    let (file, format) = if custom {
-        ("dump.dump", DumpFormat::Custom)
-    } else {
-        ("dump.sql", DumpFormat::Plain)
+    // Up to the switch the current data is untouched: a dump that does not restore leaves it as it
+    // was, and Odoo runs on it again.
+    let bytes = match load(&restored) {
+        Ok(bytes) => bytes,
+        Err(error) => {
+            let again = match docker::start(ODOO_CONTAINER) {
+                Ok(()) => "Odoo was started on it again".to_string(),
+                Err(e) => format!("but Odoo did not start again: {}", e.message()),
+            };
+            return Err(Error::failed(format!(
+                "{}: nothing was switched, the current data is as it was and {again}",
+                error.message()
+            )));
+        }
     };
-    // The dump streams from the data volume (Docker's archive API works on the stopped
-    // container) into psql: stored nowhere on the way.
-    let tar = docker::archive(ODOO_CONTAINER, &format!("{WORK_DIR}/{file}"))?;
-    let dump = archive::tar_file(&tar, file)?;
-    database::restore(&restored, &dump, format)?;
-    let bytes = dump.size();
+    let with_filestore = extracted()?.1;
     switch(run, false)?;
     operation::note(SWITCHED_FACT, "true")?;
     let with = if with_filestore {
@@ -377,6 +396,26 @@ fn restore_data(run: &Run) -> Outcome {
         bytes as f64 / (1 << 20) as f64,
         aside(run, "previous")
     ))
+}
+
+/// The extracted dump into a new database `restored` (the host makes it the environment's role's,
+/// and runs the dump as a role confined to it); returns the dump's size.
+fn load(restored: &str) -> Result<u64, Error> {
+    if databases()?.iter().any(|d| d == restored) {
+        database::drop_database(restored)?;
+    }
+    database::create_database(restored, None)?;
+    let (file, format) = if extracted()?.0 {
+        ("dump.dump", DumpFormat::Custom)
+    } else {
+        ("dump.sql", DumpFormat::Plain)
+    };
+    // The dump streams from the data volume (Docker's archive API works on the stopped
+    // container) into PostgreSQL: stored nowhere on the way.
+    let tar = docker::archive(ODOO_CONTAINER, &format!("{WORK_DIR}/{file}"))?;
+    let dump = archive::tar_file(&tar, file)?;
+    database::restore(restored, &dump, format)?;
+    Ok(dump.size())
 }
 
 // ---- start-environment ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use berth_sdk::blobs::Blob;
 use berth_sdk::operation::{self, EnvironmentSettings, Repository, RepositoryLevel};
 use berth_sdk::{
-    Environment, Error, RunInputs, StepOutcome, database, docker, git, info, secrets, ssh,
+    Environment, Error, RunInputs, StepOutcome, archive, database, docker, git, info, secrets, ssh,
 };
 
 use crate::conf::{OdooConf, addons_path};
@@ -203,6 +203,69 @@ fn upload(path: &str, text: &str, mode: u32) -> Result<(), Error> {
     let blob = Blob::new();
     blob.append(text.as_bytes())?;
     ssh::upload(&blob, path, mode)
+}
+
+/// Odoo's user in the environment's Odoo container ([`crate::ODOO_USER`] in its `/etc/passwd`):
+/// whom the files only Odoo may read belong to. The container may be stopped.
+pub(crate) fn odoo_owner() -> Result<Owner, Error> {
+    let tar = docker::archive(ODOO_CONTAINER, "/etc/passwd")?;
+    let passwd = archive::tar_file(&tar, "passwd")?;
+    let bytes = passwd.read(0, passwd.size().min(1 << 20) as u32)?;
+    passwd_owner(&String::from_utf8_lossy(&bytes), crate::ODOO_USER).ok_or_else(|| {
+        Error::failed(format!(
+            "the Odoo image has no user {:?} in /etc/passwd: its files cannot be made readable \
+             by Odoo alone",
+            crate::ODOO_USER
+        ))
+    })
+}
+
+/// A user of the server by its ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+/// `user`'s ids in the text of an `/etc/passwd`.
+fn passwd_owner(passwd: &str, user: &str) -> Option<Owner> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != user {
+            return None;
+        }
+        let _password = fields.next()?;
+        Some(Owner {
+            uid: fields.next()?.parse().ok()?,
+            gid: fields.next()?.parse().ok()?,
+        })
+    })
+}
+
+/// Gives the existing `path` on the server to `owner` with `mode` (octal, e.g. "0640").
+pub(crate) fn give(path: &str, owner: Owner, mode: &str) -> Result<(), Error> {
+    exec(&["chown", &format!("{}:{}", owner.uid, owner.gid), path])?;
+    exec(&["chmod", mode, path])?;
+    Ok(())
+}
+
+/// Creates `path` on the server, a folder or an empty file, `owner`'s with `mode` from the start
+/// (an existing file is emptied); what is written into it later keeps both.
+pub(crate) fn create_owned(
+    path: &str,
+    owner: Owner,
+    mode: &str,
+    folder: bool,
+) -> Result<(), Error> {
+    let (uid, gid) = (owner.uid.to_string(), owner.gid.to_string());
+    let mut argv = vec!["install", "-m", mode, "-o", &uid, "-g", &gid];
+    argv.extend(if folder {
+        ["-d", path]
+    } else {
+        ["/dev/null", path]
+    });
+    exec(&argv)?;
+    Ok(())
 }
 
 /// Reads a small file from the server; `None` when it does not exist.
@@ -427,7 +490,10 @@ pub fn start_odoo(run: &Run) -> Outcome {
     }
     .render()
     .map_err(Error::invalid)?;
-    upload(&run.path("odoo.conf"), &conf, 0o644)?;
+    // It holds the database password: readable by Odoo's user alone (given to it below, once the
+    // container tells its uid).
+    let conf_path = run.path("odoo.conf");
+    upload(&conf_path, &conf, 0o600)?;
 
     let image = &run.settings.odoo_image;
     docker::ensure_image(image)?;
@@ -459,6 +525,7 @@ pub fn start_odoo(run: &Run) -> Outcome {
     ];
     let spec = service(ODOO_CONTAINER, image, Vec::new(), Vec::new(), mounts);
     docker::create(&spec)?;
+    give(&conf_path, odoo_owner()?, "0640")?;
     docker::start(ODOO_CONTAINER)?;
     done(format!(
         "Odoo started ({image}): {} worker(s), addons path of {} folder(s)",
@@ -768,6 +835,17 @@ mod tests {
             names(FAST),
             ["pull-latest-code", "restart-odoo", "health-check"]
         );
+    }
+
+    #[test]
+    fn odoos_user_is_read_from_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      odoo-x:x:5:5::/:/bin/false\n\
+                      odoo:x:101:102::/var/lib/odoo:/usr/sbin/nologin\n";
+        let odoo = Owner { uid: 101, gid: 102 };
+        assert_eq!(passwd_owner(passwd, "odoo"), Some(odoo));
+        assert_eq!(passwd_owner(passwd, "nobody"), None);
+        assert_eq!(passwd_owner("odoo:x:abc:1::/:/bin/sh\n", "odoo"), None);
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! What the backup and restore tests and the backup benchmark share: the test's own windows on an
 //! environment's data (SQL through `psql` in its database container, files through its Odoo
-//! container), and the API calls of a backup and a restore.
+//! container), the API calls of a backup and a restore, and archives planted on a target as if
+//! backed up.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::Command;
 
+use berth_backends::zip_stream::ZipStream;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::control_plane::{Fixture, unique};
-use crate::storage_targets;
+use crate::{storage_targets, testbed};
 
 /// Runs `docker` on the test machine (the servers' engine) and returns its stdout.
 pub fn docker(args: &[&str]) -> String {
@@ -74,6 +79,19 @@ pub fn write_attachment(env: &str, name: &str, content: &str) {
         &path,
         content,
     ]);
+}
+
+/// The environment's folder on the test servers (they share `/srv/berth` with the test machine).
+pub fn server_dir(env: &str) -> PathBuf {
+    PathBuf::from(format!("/srv/berth/acme/shop/{env}"))
+}
+
+/// The uid Odoo runs as in the environment's Odoo image.
+pub fn odoo_uid(env: &str) -> u32 {
+    docker(&["exec", &odoo_container(env), "id", "-u"])
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 pub fn odoo_running(env: &str) -> bool {
@@ -143,4 +161,85 @@ pub async fn restore_from(
         status,
         f.cp.finished(&f.token, run["id"].as_i64().unwrap()).await,
     )
+}
+
+/// A zip shaped like an Odoo backup, from members given as (name, bytes).
+pub fn zip(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = ZipStream::new(Vec::new());
+    for (name, data) in members {
+        let mut entry = zip.entry(name).unwrap();
+        entry.write_all(data).unwrap();
+        entry.finish().unwrap();
+    }
+    zip.finish().unwrap().0
+}
+
+/// Puts `bytes` on the MinIO-preset target under the environment's prefix through the S3
+/// primitive, and records it as a backup of `env` (as if a backup run had made it).
+pub async fn planted(
+    f: &Fixture,
+    env_id: i64,
+    key: &str,
+    bytes: &[u8],
+    sha256: Option<&str>,
+    manifest: Value,
+) -> i64 {
+    upload(key, bytes).await;
+    let store = &f.cp.engine.store;
+    let env = store.environment_by_id(env_id).unwrap();
+    let target = store.storage_target(env.organization_id, "minio").unwrap();
+    let run = store
+        .create_run(env_id, "backup", "test", json!({}))
+        .unwrap();
+    store
+        .finish_run(run.id, berth_state::RunStatus::Succeeded, None)
+        .unwrap();
+    store
+        .record_backup(berth_state::NewBackup {
+            environment_id: env_id,
+            target_id: target.id,
+            run_id: run.id,
+            key: key.to_string(),
+            kind: "manual".into(),
+            size: bytes.len() as u64,
+            sha256: sha256
+                .map(str::to_string)
+                .unwrap_or_else(|| hex::encode(Sha256::digest(bytes))),
+            manifest,
+        })
+        .unwrap()
+        .id
+}
+
+/// Puts `bytes` under `key` of the MinIO-preset target (under its prefix `backups/acme`).
+pub async fn upload(key: &str, bytes: &[u8]) {
+    minio()
+        .await
+        .put(
+            &format!("backups/acme/{key}"),
+            &mut std::io::Cursor::new(bytes.to_vec()),
+        )
+        .await
+        .unwrap();
+}
+
+/// The test bed's S3 server, as the MinIO-preset target reaches it (its prefix is `backups/acme`).
+pub async fn minio() -> berth_backends::storage::Connection {
+    let bed = testbed();
+    let (endpoint, bucket, ak, sk) = &bed.s3;
+    berth_backends::storage::Connection::open(
+        &berth_backends::storage::Protocol::S3 {
+            endpoint: endpoint.clone(),
+            region: "us-east-1".into(),
+            bucket: bucket.clone(),
+            path_style: true,
+        },
+        &berth_backends::storage::Credentials {
+            user: ak.clone(),
+            secret: sk.clone(),
+        },
+        berth_backends::ssh::HostKey::first_contact_in_memory(),
+    )
+    .await
+    .unwrap()
 }

@@ -5,16 +5,14 @@
 //! before anything stops; custom-format dumps from objects Berth did not write; confirmations;
 //! wrong credentials.
 
-use berth_backends::zip_stream::ZipStream;
 use berth_e2e::backups::{
-    add_targets, backup, db_container, deployed, docker, filestore, odoo_container, odoo_running,
-    partners, restore, restore_from, sql, write_attachment,
+    add_targets, backup, db_container, deployed, docker, filestore, minio, odoo_container,
+    odoo_running, partners, planted, restore, restore_from, server_dir, sql, upload,
+    write_attachment, zip,
 };
-use berth_e2e::control_plane::{Fixture, commit, fixture, step, steps, unique};
+use berth_e2e::control_plane::{commit, fixture, step, steps, unique};
 use berth_e2e::{storage_targets, testbed};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// The start, die and stop events of a container between two instants (ms), from Docker itself.
@@ -161,87 +159,15 @@ async fn backup_and_restore_round_trip_through_every_backend() {
         let dbs = sql(&env, "SELECT datname FROM pg_database ORDER BY 1");
         assert!(!dbs.contains(&format!("{env}_previous")), "{dbs}");
     }
-}
-
-/// A zip shaped like an Odoo backup, from members given as (name, bytes).
-fn zip(members: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut zip = ZipStream::new(Vec::new());
-    for (name, data) in members {
-        let mut entry = zip.entry(name).unwrap();
-        entry.write_all(data).unwrap();
-        entry.finish().unwrap();
-    }
-    zip.finish().unwrap().0
-}
-
-/// Puts `bytes` on the MinIO-preset target under the environment's prefix through the S3
-/// primitive, and records it as a backup of `env` (as if a backup run had made it).
-async fn planted(
-    f: &Fixture,
-    env_id: i64,
-    key: &str,
-    bytes: &[u8],
-    sha256: Option<&str>,
-    manifest: Value,
-) -> i64 {
-    upload(key, bytes).await;
-    let store = &f.cp.engine.store;
-    let env = store.environment_by_id(env_id).unwrap();
-    let target = store.storage_target(env.organization_id, "minio").unwrap();
-    let run = store
-        .create_run(env_id, "backup", "test", json!({}))
-        .unwrap();
-    store
-        .finish_run(run.id, berth_state::RunStatus::Succeeded, None)
-        .unwrap();
-    store
-        .record_backup(berth_state::NewBackup {
-            environment_id: env_id,
-            target_id: target.id,
-            run_id: run.id,
-            key: key.to_string(),
-            kind: "manual".into(),
-            size: bytes.len() as u64,
-            sha256: sha256
-                .map(str::to_string)
-                .unwrap_or_else(|| hex::encode(Sha256::digest(bytes))),
-            manifest,
-        })
-        .unwrap()
-        .id
-}
-
-/// Puts `bytes` under `key` of the MinIO-preset target (under its prefix `backups/acme`).
-async fn upload(key: &str, bytes: &[u8]) {
-    minio()
-        .await
-        .put(
-            &format!("backups/acme/{key}"),
-            &mut std::io::Cursor::new(bytes.to_vec()),
-        )
-        .await
-        .unwrap();
-}
-
-/// The test bed's S3 server, as the MinIO-preset target reaches it (its prefix is `backups/acme`).
-async fn minio() -> berth_backends::storage::Connection {
-    let bed = testbed();
-    let (endpoint, bucket, ak, sk) = &bed.s3;
-    berth_backends::storage::Connection::open(
-        &berth_backends::storage::Protocol::S3 {
-            endpoint: endpoint.clone(),
-            region: "us-east-1".into(),
-            bucket: bucket.clone(),
-            path_style: true,
-        },
-        &berth_backends::storage::Credentials {
-            user: ak.clone(),
-            secret: sk.clone(),
-        },
-        std::path::Path::new("/nonexistent"),
-    )
-    .await
-    .unwrap()
+    // The SFTP target (on test server 1) pinned its server's host key on its own record, at its
+    // first contact: the key the server's own record pinned at the deploy's.
+    let org = f.org;
+    let sftp = f.cp.engine.store.storage_target(org, "sftp").unwrap();
+    let server =
+        f.cp.get(&f.token, &format!("/v1/servers/{}", f.server))
+            .await;
+    assert!(sftp.host_key.is_some(), "{sftp:?}");
+    assert_eq!(sftp.host_key.as_deref(), server["host_key"].as_str());
 }
 
 /// Every successful run once overwrote the environment's deployed commits with its own, and a
@@ -369,7 +295,7 @@ async fn bad_backups_are_refused_before_anything_stops_and_unhealthy_ones_switch
             "{label}"
         );
         // A refused archive is not left on the server (the test servers share /srv/berth).
-        let staged = std::path::PathBuf::from(format!("/srv/berth/acme/shop/{env}/restore"));
+        let staged = server_dir(&env).join("restore");
         assert!(!staged.exists(), "{label}: {} is left", staged.display());
     }
 

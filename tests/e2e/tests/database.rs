@@ -1,9 +1,10 @@
 //! The database primitive against a PostgreSQL container the test creates on a test server (as a
-//! deploy would), reached through an SSH tunnel.
+//! deploy would), reached through an SSH tunnel: the lifecycle's connection as the environment's
+//! role, the hooks' own, dumps, and restores of both formats.
 
 use std::time::Instant;
 
-use berth_backends::database::{DbAccess, DbError, DumpFormat, EnvDatabase, Value};
+use berth_backends::database::{DbAccess, DbError, DumpFormat, EnvDatabase, Principal, Value};
 use berth_e2e::server::{Env, start_postgres};
 
 async fn count(db: &EnvDatabase, name: &str) -> i64 {
@@ -21,7 +22,9 @@ async fn count(db: &EnvDatabase, name: &str) -> i64 {
 async fn sql_admin_and_dumps_of_an_environment_database() {
     let env = Env::new(&format!("db{}", std::process::id()));
     let access = start_postgres(&env).await;
-    let db = env.database(&env.name, &access);
+    let db = env
+        .database(&env.name, &access)
+        .acting_as(Principal::Lifecycle);
     let name = env.name.clone();
 
     // Typed values, always bound: a hostile string is stored as data.
@@ -132,13 +135,23 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
     assert_eq!(db.list().await.unwrap(), [name.clone(), old.clone()]);
     db.drop(&old).await.unwrap();
 
-    // Roles live in the same name space; a password with quotes is data.
+    // Roles live in the same name space, but for the host's own; a password with quotes is data.
     let role = format!("{name}_reader");
     db.create_role(&role, "it's a 'secret'").await.unwrap();
-    assert!(matches!(
-        db.create_role("postgres", "x").await,
-        Err(DbError::Refused(_))
-    ));
+    for refused in [
+        "postgres".to_string(),
+        format!("{name}_hooks"),
+        format!("{name}_lifecycle"),
+        format!("{name}_restorer"),
+    ] {
+        assert!(
+            matches!(
+                db.create_role(&refused, "x").await,
+                Err(DbError::Refused(_))
+            ),
+            "{refused}"
+        );
+    }
     let reader = env.database(
         &env.name,
         &DbAccess {
@@ -147,11 +160,10 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
             ..access.clone()
         },
     );
-    reader
-        .query(&name, "SELECT 1", &[])
-        .await
-        .expect("the new role logs in");
+    reader.list().await.expect("the new role logs in");
     db.drop_role(&role).await.unwrap();
+
+    hooks_read_and_write_the_tables_and_nothing_more(&env, &access).await;
 
     // Dump and restore, streamed.
     let mut dump = Vec::new();
@@ -183,6 +195,70 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
     );
     assert_eq!(count(&db, &restored).await, 5000, "and loses nothing");
 
+    // A plain dump (pg_dump's `\restrict` lines included) restores as SQL, not through psql.
+    let mut plain = Vec::new();
+    db.dump(&name, DumpFormat::Plain, &mut plain).await.unwrap();
+    let text = String::from_utf8_lossy(&plain);
+    assert!(
+        text.contains("COPY public.partner"),
+        "{}",
+        &text[..500.min(text.len())]
+    );
+    let from_plain = format!("{name}_plain");
+    db.create(&from_plain, None).await.unwrap();
+    let started = Instant::now();
+    db.restore(
+        &from_plain,
+        DumpFormat::Plain,
+        &mut std::io::Cursor::new(plain.clone()),
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "plain restore of {} bytes in {:?}",
+        plain.len(),
+        started.elapsed()
+    );
+    assert_eq!(count(&db, &from_plain).await, 5000);
+    let (_, same) = db
+        .query(
+            &from_plain,
+            "SELECT name, meta::text, photo FROM partner WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        same[0],
+        [
+            Value::Text(hostile.into()),
+            Value::Text(r#"{"vip": true}"#.into()),
+            Value::Bytes(vec![0, 159, 146, 150])
+        ]
+    );
+    // What the dump created is the environment's role's, as if Odoo had made it.
+    let (_, owners) = db
+        .query(
+            &from_plain,
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'public' \
+             UNION SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+            &[Value::Text(from_plain.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(owners, [[Value::Text(name.clone())]]);
+    // Only the lifecycle restores.
+    let hooks = env.database(&env.name, &access);
+    let refused = hooks
+        .restore(
+            &from_plain,
+            DumpFormat::Plain,
+            &mut std::io::Cursor::new(plain),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, DbError::Refused(_)), "{refused}");
+
     plugins_reach_the_database_only_as_granted(&env, &access).await;
 
     let started = Instant::now();
@@ -192,6 +268,49 @@ async fn sql_admin_and_dumps_of_an_environment_database() {
         started.elapsed()
     );
     env.docker(&env.name).remove("db").await.unwrap();
+}
+
+/// The hooks' own role: it reads and writes the environment's tables — those made after it first
+/// connected, and those restored, too — and creates nothing.
+async fn hooks_read_and_write_the_tables_and_nothing_more(env: &Env, access: &DbAccess) {
+    let name = env.name.as_str();
+    let hooks = env.database(name, access);
+    assert_eq!(hooks.principal(), Principal::Hooks);
+    assert_eq!(count(&hooks, name).await, 5000);
+    let updated = hooks
+        .execute(
+            name,
+            "UPDATE partner SET active = false WHERE id <= $1",
+            &[Value::Int(10)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 10);
+    let created = hooks
+        .execute(name, "CREATE TABLE hooks_own (x int)", &[])
+        .await
+        .unwrap_err();
+    assert!(
+        created.to_string().contains("permission denied"),
+        "{created}"
+    );
+    let lifecycle = env.database(name, access).acting_as(Principal::Lifecycle);
+    lifecycle
+        .execute(
+            name,
+            "CREATE TABLE later (id serial PRIMARY KEY, x int)",
+            &[],
+        )
+        .await
+        .unwrap();
+    hooks
+        .execute(name, "INSERT INTO later (x) VALUES (1)", &[])
+        .await
+        .expect("a table the environment's role made later is the hooks' too");
+    lifecycle
+        .execute(name, "UPDATE partner SET active = true", &[])
+        .await
+        .unwrap();
 }
 
 /// The `database` interface through the sandbox: grants per capability and per environment, the

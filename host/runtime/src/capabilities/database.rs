@@ -1,15 +1,20 @@
 //! `database`: the run environment's PostgreSQL, through the SSH connection. Capabilities
 //! `database` (SQL with bound parameters), `database.admin` (create/drop/rename/copy databases and
 //! create/drop roles within the environment's name space), `database.dump` (dump and restore as host-side blobs, streamed).
+//!
+//! The run lends every plugin the same access (the superuser's, which the host keeps for its own
+//! statements); whose SQL a call carries is the calling plugin's role: the run's lifecycle acts as
+//! the environment's own role, any other plugin as the environment's hooks' role (see
+//! [`Principal`]), and only the lifecycle restores a dump.
 
-use berth_backends::database::{self as backend, DbError, EnvDatabase};
-use berth_backends::docker::{self as docker_backend, EnvDocker, Scope};
+use berth_backends::database::{self as backend, DbError, EnvDatabase, Principal};
+use berth_backends::docker::{EnvDocker, Scope};
 use wasmtime::component::Resource;
 
 use super::blobs::Blob;
 use crate::bindings::Fault;
 use crate::bindings::database::{DumpFormat, Host, Rows, Statement, Value};
-use crate::bindings::types::Error;
+use crate::bindings::types::{Error, Role};
 use crate::grants::Capability;
 use crate::state::RunState;
 
@@ -39,16 +44,15 @@ impl RunState {
                 Error::unsupported(format!("{call}: the environment has no database yet")).into(),
             );
         };
-        let docker = docker_backend::connect(access.pool.clone(), access.target.clone())
-            .map_err(|e| Error::failed(e.to_string()))?;
         let env = &self.env;
         let scope = Scope::environment(&env.organization, &env.project, &env.environment);
-        Ok(EnvDatabase::new(
-            access.pool,
-            access.target,
-            db,
-            EnvDocker::new(docker, scope),
-        ))
+        let docker = EnvDocker::new(access.pool.clone(), access.target.clone(), scope)
+            .map_err(|e| Error::failed(e.to_string()))?;
+        let principal = match self.description.role {
+            Role::Lifecycle => Principal::Lifecycle,
+            _ => Principal::Hooks,
+        };
+        Ok(EnvDatabase::new(access.pool, access.target, db, docker).acting_as(principal))
     }
 }
 
@@ -200,7 +204,7 @@ mod tests {
     use berth_backends::database::DbAccess;
 
     use super::super::testing::{self, Run};
-    use super::{DbError, DumpFormat, Error, Fault, RunState, db_fault};
+    use super::{Capability, DbError, DumpFormat, Error, Fault, Principal, RunState, db_fault};
     use crate::bindings::database;
 
     async fn query(state: &mut RunState) -> Result<database::Rows, Fault> {
@@ -314,6 +318,23 @@ mod tests {
         dump_of("staging_copy")
             .await
             .expect("a dump of the environment's own database");
+    }
+
+    #[tokio::test]
+    async fn only_the_lifecycle_acts_as_the_environments_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let lent = Arc::new(testing::server_access(dir.path(), Some(access())));
+        for (run, principal) in [
+            (Run::lifecycle(), Principal::Lifecycle),
+            (Run::hook(), Principal::Hooks),
+        ] {
+            let run = run.granted("database").lend(lent.clone());
+            let database = run
+                .state()
+                .database(&Capability::DATABASE, "database.query")
+                .unwrap_or_else(|_| panic!("the {principal:?} run reaches its database"));
+            assert_eq!(database.principal(), principal);
+        }
     }
 
     #[test]

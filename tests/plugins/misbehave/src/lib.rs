@@ -7,6 +7,8 @@
 //! server, `before:ssh-files` sends a blob to the server and back, `before:docker-list` lists its
 //! environment's containers, `before:docker-mount-root` tries to mount the server's `/`,
 //! `before:db-query` / `before:db-dump` query and dump the database named by the payload,
+//! `before:db-sql` runs the statement after the first line of its payload in the database the first
+//! line names,
 //! `before:git` fetches the repository at the payload's URL and exports `main` to the server. On `on-failure` it continues, or aborts when the payload
 //! says `"abort"`.
 
@@ -16,7 +18,7 @@ use berth_sdk::{config, database, docker, files, git, secrets, ssh};
 
 struct Misbehave;
 
-const POINTS: [&str; 18] = [
+const POINTS: [&str; 19] = [
     "before:spin",
     "before:hog-memory",
     "before:touch-files",
@@ -32,6 +34,7 @@ const POINTS: [&str; 18] = [
     "before:docker-list",
     "before:docker-mount-root",
     "before:db-query",
+    "before:db-sql",
     "before:db-dump",
     "before:git",
     "before:forge-lines",
@@ -151,6 +154,15 @@ impl Hook for Misbehave {
                         text.split(" and ").next().unwrap_or_default()
                     );
                 }
+                Ok(Verdict::Continue)
+            }
+            "before:db-sql" => {
+                let (db, sql) = event
+                    .payload
+                    .split_once('\n')
+                    .ok_or_else(|| Error::invalid("payload: the database, a newline, the SQL"))?;
+                let affected = database::execute(db, sql, &[])?;
+                info!("sql affected {affected} row(s)");
                 Ok(Verdict::Continue)
             }
             "before:db-dump" => {
