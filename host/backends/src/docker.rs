@@ -10,6 +10,17 @@
 //! project and environment; it sees only containers with those labels (others are "not found");
 //! it never asks for privileged mode, host networking, or a bind mount outside the environment's
 //! directory on the server.
+//!
+//! That directory holds what tenants commit (a repository may contain a link `x -> /`), so a bind
+//! mount's source is checked by its real path: resolved on the server (`realpath`, every link
+//! followed), checked against the directory again, and mounted as resolved. Docker resolves the
+//! source once more whenever it starts the container, so [`EnvDocker::start`] and
+//! [`EnvDocker::restart`] first check that every bind source still resolves to itself. What
+//! remains is the race this cannot close: a path component replaced by a link between that check
+//! and Docker's start, or before a start Docker makes on its own (a restart policy, the daemon
+//! restarting), by whoever can write in the environment's directory — the platform's plugins and
+//! holders of the server-wide `ssh.*` capabilities, and containers given a writable bind mount of
+//! it (the platform's own plugins mount it read-only).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +40,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::ssh::{Output, SshPool, Stream, TAIL, Target};
+use crate::ssh::{Command, Output, SshPool, Stream, TAIL, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -205,11 +216,21 @@ fn inside(root: &str, path: &str) -> bool {
 pub struct EnvDocker {
     docker: Docker,
     scope: Scope,
+    /// The server's own files, where bind-mount sources are resolved.
+    pool: Arc<SshPool>,
+    target: Target,
 }
 
 impl EnvDocker {
-    pub fn new(docker: Docker, scope: Scope) -> Self {
-        EnvDocker { docker, scope }
+    /// Docker on `target` through `pool`, fenced to `scope`.
+    pub fn new(pool: Arc<SshPool>, target: Target, scope: Scope) -> Result<Self, DockerError> {
+        let docker = connect(pool.clone(), target.clone())?;
+        Ok(EnvDocker {
+            docker,
+            scope,
+            pool,
+            target,
+        })
     }
 
     pub fn scope(&self) -> &Scope {
@@ -260,6 +281,13 @@ impl EnvDocker {
             )));
         }
         let mut mounts = Vec::new();
+        let binds: Vec<&str> = spec
+            .mounts
+            .iter()
+            .map(|(source, _, _)| source.as_str())
+            .filter(|source| source.contains('/'))
+            .collect();
+        let mut resolved = self.real_binds(&binds).await?.into_iter();
         for (source, target, read_only) in &spec.mounts {
             if !target.starts_with('/') {
                 return Err(DockerError::Invalid(format!(
@@ -267,15 +295,12 @@ impl EnvDocker {
                 )));
             }
             let mount = if source.contains('/') {
-                if !inside(&self.scope.root, source) {
-                    return Err(DockerError::Refused(format!(
-                        "bind mount of {source:?} refused: only paths inside the environment's directory {} may be mounted",
-                        self.scope.root
-                    )));
-                }
+                let real = resolved.next().ok_or_else(|| {
+                    DockerError::Failed(format!("{source:?} was not resolved on the server"))
+                })?;
                 Mount {
                     typ: Some(MountType::BIND),
-                    source: Some(source.clone()),
+                    source: Some(real),
                     target: Some(target.clone()),
                     read_only: Some(*read_only),
                     ..Default::default()
@@ -405,6 +430,97 @@ impl EnvDocker {
         Ok(created.id)
     }
 
+    /// Where each bind-mount source really is on the server, each checked to be inside the
+    /// environment's directory: by its spelling first, then by its real path (the directory's own
+    /// real path: `/srv` may be a link on a server).
+    async fn real_binds(&self, sources: &[&str]) -> Result<Vec<String>, DockerError> {
+        let root = &self.scope.root;
+        if let Some(source) = sources.iter().find(|s| !inside(root, s)) {
+            return Err(DockerError::Refused(format!(
+                "bind mount of {source:?} refused: only paths inside the environment's directory \
+                 {root} may be mounted"
+            )));
+        }
+        if sources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut real = self.real_paths(root, sources).await?;
+        let real_root = real.remove(0);
+        for (source, real) in sources.iter().zip(&real) {
+            if !inside(&real_root, real) {
+                return Err(DockerError::Refused(format!(
+                    "bind mount of {source:?} refused: it resolves to {real:?} on the server, \
+                     outside the environment's directory {root}"
+                )));
+            }
+        }
+        Ok(real)
+    }
+
+    /// Where `root` and each of `paths` really are on the server, every link followed
+    /// (`realpath -e`, one argv); a path that does not exist is an error naming it.
+    async fn real_paths(&self, root: &str, paths: &[&str]) -> Result<Vec<String>, DockerError> {
+        let argv = ["realpath", "-e", "-z", "--", root]
+            .into_iter()
+            .chain(paths.iter().copied());
+        let output = self
+            .pool
+            .exec(&self.target, &Command::new(argv), &mut |_, _| {})
+            .await
+            .map_err(|e| DockerError::Failed(format!("resolving bind-mount sources: {e}")))?;
+        if output.status != 0 {
+            return Err(DockerError::Invalid(format!(
+                "bind-mount source {} on the server: {}",
+                paths.join(", "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        let real: Vec<String> = output
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        if real.len() != paths.len() + 1 {
+            return Err(DockerError::Failed(format!(
+                "resolving bind-mount sources: {} paths asked, {} answered",
+                paths.len() + 1,
+                real.len()
+            )));
+        }
+        Ok(real)
+    }
+
+    /// Refuses to (re)start container `full` unless every bind source it has still resolves to
+    /// itself inside the environment's directory: Docker follows a link put in its place since
+    /// the container was created.
+    async fn check_binds(&self, name: &str, full: &str) -> Result<(), DockerError> {
+        let container = self
+            .docker
+            .inspect_container(full, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| failed(&format!("inspecting {name}"), e))?;
+        let sources: Vec<String> = container
+            .host_config
+            .and_then(|h| h.mounts)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.typ == Some(MountType::BIND))
+            .filter_map(|m| m.source)
+            .collect();
+        let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+        let real = self.real_binds(&sources).await?;
+        for (source, real) in sources.iter().zip(&real) {
+            if source != real {
+                return Err(DockerError::Refused(format!(
+                    "{name} not started: its bind mount of {source:?} now resolves to {real:?} \
+                     (a link replaced part of the path)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The full name of the environment's network `name`, created (labelled) if missing.
     pub async fn ensure_network(&self, name: &str) -> Result<String, DockerError> {
         let full = self.scope.full_name(name);
@@ -450,8 +566,10 @@ impl EnvDocker {
         }
     }
 
+    /// Starts one of the environment's containers, once its bind mounts are checked again.
     pub async fn start(&self, name: &str) -> Result<(), DockerError> {
         let full = self.resolve(name).await?;
+        self.check_binds(name, &full).await?;
         self.docker
             .start_container(&full, None::<StartContainerOptions>)
             .await
@@ -474,8 +592,10 @@ impl EnvDocker {
         }
     }
 
+    /// Restarts one of the environment's containers, once its bind mounts are checked again.
     pub async fn restart(&self, name: &str) -> Result<(), DockerError> {
         let full = self.resolve(name).await?;
+        self.check_binds(name, &full).await?;
         self.docker
             .restart_container(&full, None::<RestartContainerOptions>)
             .await

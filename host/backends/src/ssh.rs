@@ -2,8 +2,10 @@
 //!
 //! - One multiplexed connection per server, reused across calls and runs; a connection found closed
 //!   (or dropped under a running command) is replaced on the next call.
-//! - Host keys are pinned: the first contact records the server's key in the known-hosts file; a
-//!   different key later is refused with both fingerprints in the error.
+//! - Host keys are pinned per server record, never in a file shared by every tenant: a [`Target`]
+//!   carries its record's pin, or the record to pin the first contact's key on; a different key is
+//!   refused with both fingerprints in the error, and a cached connection is reused only while the
+//!   key it was opened with is still the pin.
 //! - Commands are argv: each element is quoted for the remote shell, so what a plugin passes reaches
 //!   the program as exactly one argument and is never re-interpreted. Running a script through
 //!   `sh -c` is a separate, explicit call.
@@ -14,7 +16,7 @@
 use crate::egress::EgressPolicy;
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,19 +35,25 @@ enum Forward<'a> {
 pub type ChannelStream = russh::ChannelStream<client::Msg>;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Where a server is and who Berth logs in as.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Where a server is, who Berth logs in as, and which host key it must offer.
+#[derive(Clone, Debug)]
 pub struct Target {
     /// The server's name in Berth (for messages).
     pub name: String,
     pub host: String,
     pub port: u16,
     pub user: String,
+    pub host_key: HostKey,
 }
 
 impl Target {
-    fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    fn address(&self) -> Address {
+        Address {
+            name: self.name.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+        }
     }
 }
 
@@ -59,18 +67,96 @@ impl fmt::Display for Target {
     }
 }
 
+/// What a pooled connection is kept under: one server record's address and login.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Address {
+    name: String,
+    host: String,
+    port: u16,
+    user: String,
+}
+
+/// The host key a server must offer: the pin on its record, or — until the first contact — the
+/// record to pin the key it offers then.
+#[derive(Clone)]
+pub enum HostKey {
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA…`, with or without a comment).
+    Pinned(String),
+    /// Nothing pinned yet: the key the first contact offers is pinned on this record.
+    FirstContact(Arc<dyn PinRecord>),
+}
+
+impl HostKey {
+    /// The record's pin if it has one, else `record` to pin the first contact's key on.
+    pub fn pinned_or(pin: Option<String>, record: impl FnOnce() -> Arc<dyn PinRecord>) -> Self {
+        match pin {
+            Some(pin) => HostKey::Pinned(pin),
+            None => HostKey::FirstContact(record()),
+        }
+    }
+
+    /// A pin learnt at the first contact and kept in memory ([`MemoryPin`]).
+    pub fn first_contact_in_memory() -> Self {
+        HostKey::FirstContact(Arc::new(MemoryPin::default()))
+    }
+}
+
+impl fmt::Debug for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostKey::Pinned(line) => write!(f, "Pinned({})", fingerprint_of(line)),
+            HostKey::FirstContact(_) => f.write_str("FirstContact"),
+        }
+    }
+}
+
+/// Where one server's pin is kept (its record in the control plane's state).
+pub trait PinRecord: Send + Sync {
+    /// Pins `key` (an OpenSSH public key line) unless a key is pinned already; answers the key
+    /// pinned now, which the server must have offered.
+    fn pin(&self, key: &str) -> Result<String, String>;
+}
+
+/// A pin kept in memory for as long as it lives: the first key offered. For tools and tests; the
+/// control plane pins on the server's record.
+#[derive(Debug, Default)]
+pub struct MemoryPin(Mutex<Option<String>>);
+
+impl MemoryPin {
+    /// The key pinned so far.
+    pub fn pinned(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl PinRecord for MemoryPin {
+    fn pin(&self, key: &str) -> Result<String, String> {
+        let mut pin = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(pin.get_or_insert_with(|| key.to_string()).clone())
+    }
+}
+
+/// The SHA-256 fingerprint (`SHA256:…`, as OpenSSH prints it) of an OpenSSH public key line, or
+/// why it is not one: for checking a pin before it is stored.
+pub fn host_key_fingerprint(line: &str) -> Result<String, String> {
+    PublicKey::from_openssh(line.trim())
+        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+        .map_err(|e| format!("not an OpenSSH public key (`ssh-ed25519 AAAA…`): {e}"))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error(
         "host key of {server} changed: pinned {pinned}, offered {offered}; refusing to connect \
-         (if the server was rebuilt on purpose, remove its line from {known_hosts})"
+         (if the server was rebuilt on purpose, replace the pin on its record)"
     )]
     HostKeyChanged {
         server: String,
         pinned: String,
         offered: String,
-        known_hosts: String,
     },
+    #[error("cannot pin the host key of {server}: {reason}")]
+    Pin { server: String, reason: String },
     #[error("cannot connect to {server}: {reason}")]
     Connect { server: String, reason: String },
     #[error("{server} refused the key of Berth (public-key authentication failed)")]
@@ -93,8 +179,6 @@ pub enum SshError {
     },
     #[error("cannot load the SSH key {path}: {reason}")]
     Key { path: String, reason: String },
-    #[error("known-hosts file {path}: {reason}")]
-    KnownHosts { path: String, reason: String },
 }
 
 /// Creates a new Ed25519 key pair at `path` (OpenSSH format, mode 0600; never overwrites) and
@@ -256,83 +340,54 @@ fn keep_tail(buf: &mut Vec<u8>, data: &[u8]) {
     }
 }
 
-/// The pinned host keys, one `host:port key` line each.
-pub struct KnownHosts {
-    path: PathBuf,
-    pins: Mutex<HashMap<String, String>>,
+/// Checks the key `offered` by `server` against `host_key`, pinning it at the first contact.
+fn verify(server: &str, host_key: &HostKey, offered: &PublicKey) -> Result<(), SshError> {
+    let pinned = match host_key {
+        HostKey::Pinned(line) => line.clone(),
+        HostKey::FirstContact(record) => {
+            let line = offered.to_openssh().map_err(|e| SshError::Pin {
+                server: server.into(),
+                reason: format!("unreadable host key: {e}"),
+            })?;
+            record.pin(&line).map_err(|reason| SshError::Pin {
+                server: server.into(),
+                reason,
+            })?
+        }
+    };
+    match same_key(&pinned, offered) {
+        Some(true) => Ok(()),
+        Some(false) => Err(SshError::HostKeyChanged {
+            server: server.into(),
+            pinned: fingerprint_of(&pinned),
+            offered: offered.fingerprint(HashAlg::Sha256).to_string(),
+        }),
+        None => Err(SshError::Pin {
+            server: server.into(),
+            reason: format!(
+                "the pinned host key is {}",
+                host_key_fingerprint(&pinned).unwrap_err()
+            ),
+        }),
+    }
 }
 
-impl KnownHosts {
-    pub fn open(path: &Path) -> Result<Self, SshError> {
-        let err = |reason: String| SshError::KnownHosts {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(err(e.to_string())),
-        };
-        let mut pins = HashMap::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        {
-            let (address, key) = line
-                .split_once(' ')
-                .ok_or_else(|| err(format!("malformed line {line:?}")))?;
-            pins.insert(address.to_string(), key.trim().to_string());
-        }
-        Ok(KnownHosts {
-            path: path.to_path_buf(),
-            pins: Mutex::new(pins),
-        })
-    }
-
-    /// Checks `key` against the pin for `address`, pinning it on first contact.
-    fn check(&self, address: &str, key: &PublicKey) -> Result<(), SshError> {
-        let offered = key.to_openssh().map_err(|e| SshError::Connect {
-            server: address.into(),
-            reason: format!("unreadable host key: {e}"),
-        })?;
-        let mut pins = self.pins.lock().unwrap_or_else(|e| e.into_inner());
-        match pins.get(address) {
-            Some(pinned) if *pinned == offered => Ok(()),
-            Some(pinned) => Err(SshError::HostKeyChanged {
-                server: address.into(),
-                pinned: fingerprint_of(pinned),
-                offered: key.fingerprint(HashAlg::Sha256).to_string(),
-                known_hosts: self.path.display().to_string(),
-            }),
-            None => {
-                use std::io::Write;
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .and_then(|mut f| writeln!(f, "{address} {offered}").map(|()| f));
-                if let Err(e) = file.as_mut() {
-                    return Err(SshError::KnownHosts {
-                        path: self.path.display().to_string(),
-                        reason: e.to_string(),
-                    });
-                }
-                pins.insert(address.to_string(), offered);
-                Ok(())
-            }
-        }
-    }
+/// Whether the pin `line` is the key `offered` (comments aside); `None` if `line` is no key.
+fn same_key(line: &str, offered: &PublicKey) -> Option<bool> {
+    PublicKey::from_openssh(line.trim())
+        .ok()
+        .map(|pinned| pinned.key_data() == offered.key_data())
 }
 
 fn fingerprint_of(openssh: &str) -> String {
-    PublicKey::from_openssh(openssh)
-        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
-        .unwrap_or_else(|_| "an unreadable key".into())
+    host_key_fingerprint(openssh).unwrap_or_else(|_| "an unreadable key".into())
 }
 
 struct Verifier {
-    address: String,
-    known_hosts: Arc<KnownHosts>,
+    server: String,
+    host_key: HostKey,
+    /// The key the server offered, once accepted.
+    accepted: Arc<Mutex<Option<PublicKey>>>,
     refusal: Arc<Mutex<Option<SshError>>>,
 }
 
@@ -343,8 +398,12 @@ impl client::Handler for Verifier {
         &mut self,
         offered: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        match self.known_hosts.check(&self.address, &offered.public_key()) {
-            Ok(()) => Ok(true),
+        let key = offered.public_key();
+        match verify(&self.server, &self.host_key, &key) {
+            Ok(()) => {
+                *self.accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(key);
+                Ok(true)
+            }
             Err(refusal) => {
                 *self.refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
                 Ok(false)
@@ -353,12 +412,22 @@ impl client::Handler for Verifier {
     }
 }
 
+/// A pooled connection and the host key it was opened with.
+struct Connection {
+    handle: Arc<Handle<Verifier>>,
+    host_key: PublicKey,
+}
+
+/// The connection to one server, if open; callers for that server wait on each other only.
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
 /// The SSH connections of one control plane.
 pub struct SshPool {
     key: Arc<PrivateKey>,
-    known_hosts: Arc<KnownHosts>,
     config: Arc<client::Config>,
-    connections: tokio::sync::Mutex<HashMap<Target, Arc<Handle<Verifier>>>>,
+    /// One slot per server: the map's lock is held only to find a slot, and a slot's lock while
+    /// its server is connected to, so a server that never answers holds up only its own callers.
+    connections: Mutex<HashMap<Address, Slot>>,
     opened: AtomicU64,
     connect_timeout: Duration,
     /// Where connections may go: every server's address is checked when it is connected to.
@@ -369,26 +438,26 @@ pub struct SshPool {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl SshPool {
-    /// A pool that authenticates with the private key in `key_path` and pins host keys in
-    /// `known_hosts_path`.
-    pub fn new(key_path: &Path, known_hosts_path: &Path) -> Result<Self, SshError> {
+    /// A pool that authenticates with the private key in `key_path`. Each [`Target`] says which
+    /// host key its server must offer.
+    pub fn new(key_path: &Path) -> Result<Self, SshError> {
         let key = russh::keys::load_secret_key(key_path, None).map_err(|e| SshError::Key {
             path: key_path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Self::from_key(key, known_hosts_path)
+        Ok(Self::from_key(key))
     }
 
     /// A pool that authenticates with a private key given in OpenSSH format (e.g. a secret).
-    pub fn with_key(key_openssh: &str, known_hosts_path: &Path) -> Result<Self, SshError> {
+    pub fn with_key(key_openssh: &str) -> Result<Self, SshError> {
         let key = russh::keys::decode_secret_key(key_openssh, None).map_err(|e| SshError::Key {
             path: "(given key)".into(),
             reason: e.to_string(),
         })?;
-        Self::from_key(key, known_hosts_path)
+        Ok(Self::from_key(key))
     }
 
-    fn from_key(key: PrivateKey, known_hosts_path: &Path) -> Result<Self, SshError> {
+    fn from_key(key: PrivateKey) -> Self {
         let config = client::Config {
             // Commands are small request/response exchanges: Nagle plus delayed ACKs would add
             // ~40 ms to each.
@@ -397,15 +466,14 @@ impl SshPool {
             keepalive_max: 3,
             ..Default::default()
         };
-        Ok(SshPool {
+        SshPool {
             key: Arc::new(key),
-            known_hosts: Arc::new(KnownHosts::open(known_hosts_path)?),
             config: Arc::new(config),
             connections: Default::default(),
             opened: AtomicU64::new(0),
             connect_timeout: Duration::from_secs(15),
             egress: EgressPolicy::open(),
-        })
+        }
     }
 
     /// The pool with every connection checked by `egress` (resolved, each address checked, only
@@ -416,7 +484,7 @@ impl SshPool {
         self
     }
 
-    /// A pool with the same key, host keys and settings but no connection yet: for a bulk stream
+    /// A pool with the same key and settings but no connection yet: for a bulk stream
     /// that another transfer consumes at its own pace. SSH multiplexes channels over one TCP
     /// connection, and russh hands a channel's data to its reader through a bounded queue that
     /// the whole connection waits on (it opens the window on receipt, not on reading): a stream
@@ -425,7 +493,6 @@ impl SshPool {
     pub fn dedicated(&self) -> SshPool {
         SshPool {
             key: self.key.clone(),
-            known_hosts: self.known_hosts.clone(),
             config: self.config.clone(),
             connections: Default::default(),
             opened: AtomicU64::new(0),
@@ -439,29 +506,48 @@ impl SshPool {
         self.opened.load(Ordering::Relaxed)
     }
 
-    /// The live connection to `target`, opening one if there is none or it was closed.
+    /// The live connection to `target`, opening one if there is none, it was closed, or it was
+    /// opened with a key that is no longer `target`'s pin (the new connection is checked against
+    /// the pin, so a changed key is refused).
     async fn connection(&self, target: &Target) -> Result<Arc<Handle<Verifier>>, SshError> {
-        let mut connections = self.connections.lock().await;
-        if let Some(handle) = connections.get(target)
-            && !handle.is_closed()
+        let slot = self.slot(target);
+        let mut slot = slot.lock().await;
+        if let Some(open) = slot.as_ref()
+            && !open.handle.is_closed()
         {
-            return Ok(handle.clone());
+            let still_pinned = match &target.host_key {
+                HostKey::Pinned(pin) => same_key(pin, &open.host_key) == Some(true),
+                HostKey::FirstContact(_) => true,
+            };
+            if still_pinned {
+                return Ok(open.handle.clone());
+            }
         }
-        let handle = Arc::new(self.connect(target).await?);
-        connections.insert(target.clone(), handle.clone());
+        *slot = None;
+        let open = self.connect(target).await?;
+        let handle = open.handle.clone();
+        *slot = Some(open);
         Ok(handle)
+    }
+
+    /// The slot of `target`'s server, made on first use.
+    fn slot(&self, target: &Target) -> Slot {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        connections.entry(target.address()).or_default().clone()
     }
 
     /// Forgets a connection that failed, so the next call reconnects.
     async fn forget(&self, target: &Target) {
-        self.connections.lock().await.remove(target);
+        *self.slot(target).lock().await = None;
     }
 
-    async fn connect(&self, target: &Target) -> Result<Handle<Verifier>, SshError> {
+    async fn connect(&self, target: &Target) -> Result<Connection, SshError> {
         let refusal = Arc::new(Mutex::new(None));
+        let accepted = Arc::new(Mutex::new(None));
         let verifier = Verifier {
-            address: target.address(),
-            known_hosts: self.known_hosts.clone(),
+            server: target.to_string(),
+            host_key: target.host_key.clone(),
+            accepted: accepted.clone(),
             refusal: refusal.clone(),
         };
         let connect_error = |reason: String| SshError::Connect {
@@ -506,8 +592,16 @@ impl SshPool {
                 server: target.to_string(),
             });
         }
+        let host_key = accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| connect_error("the server's host key was never checked".into()))?;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(handle)
+        Ok(Connection {
+            handle: Arc::new(handle),
+            host_key,
+        })
     }
 
     /// Opens a session channel, reconnecting once if the cached connection turns out to be dead.
@@ -713,7 +807,19 @@ impl SshPool {
             what: format!("upload to {path}"),
             reason,
         };
-        let mut file = sftp.create(path).await.map_err(|e| failed(e.to_string()))?;
+        // The mode from the start (a new file is created with it; an existing one gets it before
+        // any byte is written): a file readable by its owner alone is never readable by others.
+        use russh_sftp::protocol::{FileAttributes, OpenFlags};
+        let mut attrs = FileAttributes::empty();
+        attrs.permissions = Some(mode);
+        let flags = OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE;
+        let mut file = sftp
+            .open_with_flags_and_attributes(path, flags, attrs.clone())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        sftp.set_metadata(path, attrs)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         let mut chunk = vec![0u8; 256 << 10];
         let mut total = 0u64;
         loop {
@@ -730,11 +836,6 @@ impl SshPool {
             total += n as u64;
         }
         file.shutdown().await.map_err(|e| failed(e.to_string()))?;
-        let mut attrs = russh_sftp::protocol::FileAttributes::empty();
-        attrs.permissions = Some(mode);
-        sftp.set_metadata(path, attrs)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
         Ok(total)
     }
 

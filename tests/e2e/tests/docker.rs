@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use berth_backends::docker::{ContainerSpec, DockerError, EnvDocker};
+use berth_backends::ssh::Command;
 use berth_e2e::server::Env;
 use berth_e2e::testbed;
 
@@ -265,4 +266,97 @@ async fn no_published_ports_and_no_default_bridge() {
     let mode = docker_cli(&["inspect", "-f", "{{.HostConfig.NetworkMode}}", &full]);
     docker.remove("loner").await.unwrap();
     assert_eq!(mode, "none", "not Docker's default bridge");
+}
+
+/// Runs `argv` on the environment's server as Berth does; panics unless it succeeds.
+async fn on_server(server: &Env, argv: &[&str]) {
+    let out = server
+        .pool
+        .exec(
+            &server.target,
+            &Command::new(argv.iter().copied()),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status,
+        0,
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A repository may commit a link `rootlink -> /`: the fence once checked a bind mount's source by
+/// its spelling, so a hook granted `docker` mounted `<code>/…/rootlink` and wrote files as root on
+/// the Docker host. Sources are resolved on the server and checked by their real path, a folder
+/// mounts at its real path, and a container whose folder was replaced by a link since it was
+/// created does not start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_link_in_the_environments_directory_cannot_carry_a_bind_mount_out_of_it() {
+    let env = unique("links");
+    let (docker, server) = env_docker(&env);
+    let root = format!("/srv/berth/acme/shop/{env}");
+    let repo = format!("{root}/code/repo");
+    // What a checkout of a repository that commits these links leaves in the code folder.
+    on_server(&server, &["mkdir", "-p", &format!("{repo}/addons")]).await;
+    on_server(&server, &["ln", "-s", "/", &format!("{repo}/rootlink")]).await;
+    on_server(&server, &["ln", "-s", "../../..", &format!("{repo}/up")]).await;
+    on_server(&server, &["ln", "-s", "addons", &format!("{repo}/alias")]).await;
+    let mounting = |source: &str| ContainerSpec {
+        mounts: vec![(format!("{repo}/{source}"), "/host".into(), false)],
+        ..sleeper("grab")
+    };
+    for (source, real) in [
+        ("rootlink", "/".to_string()),
+        ("rootlink/etc", "/etc".to_string()),
+        ("up", "/srv/berth/acme/shop".to_string()),
+    ] {
+        let err = docker.create(&mounting(source)).await.unwrap_err();
+        assert!(
+            matches!(err, DockerError::Refused(_))
+                && err.to_string().contains(&format!("resolves to {real:?}")),
+            "{source}: {err}"
+        );
+    }
+    assert!(matches!(
+        docker.inspect("grab").await,
+        Err(DockerError::NotFound(_))
+    ));
+    let missing = docker.create(&mounting("nowhere")).await.unwrap_err();
+    assert!(matches!(missing, DockerError::Invalid(_)), "{missing}");
+
+    // A folder mounts, at its real path: a link inside the directory is followed to it.
+    docker.create(&mounting("alias")).await.unwrap();
+    let full = format!("berth.acme.shop.{env}.grab");
+    let sources = docker_cli(&[
+        "inspect",
+        "-f",
+        "{{range .HostConfig.Mounts}}{{.Source}} {{end}}",
+        &full,
+    ]);
+    assert!(
+        sources.split(' ').any(|s| s == format!("{repo}/addons")),
+        "{sources}"
+    );
+
+    // The folder replaced by a link to `/` after the check: Docker would follow it at start.
+    on_server(
+        &server,
+        &[
+            "mv",
+            &format!("{repo}/addons"),
+            &format!("{repo}/addons.real"),
+        ],
+    )
+    .await;
+    on_server(&server, &["ln", "-s", "/", &format!("{repo}/addons")]).await;
+    let err = docker.start("grab").await.unwrap_err();
+    assert!(
+        matches!(err, DockerError::Refused(_)) && err.to_string().contains("resolves to \"/\""),
+        "{err}"
+    );
+    assert!(!docker.inspect("grab").await.unwrap().running);
+    docker.remove("grab").await.unwrap();
+    on_server(&server, &["rm", "-rf", &root]).await;
 }

@@ -3,7 +3,7 @@
 
 use berth_e2e::server::Env;
 use berth_e2e::{Harness, component};
-use berth_runtime::{Runtime, RuntimeOptions, ServerAccess, Verdict, WitError};
+use berth_runtime::{Grant, Runtime, RuntimeOptions, Scope, ServerAccess, Verdict, WitError};
 
 /// A harness whose run is about `env` on test server 1, with `grants` for `grant_env`.
 fn harness(env: &str, grant_env: &str, grants: &[&str], server: &Env) -> Harness {
@@ -65,17 +65,50 @@ async fn a_granted_plugin_runs_an_argv_on_its_environments_server() {
     );
 }
 
+/// A hook granted `ssh.exec` for one environment once read a sibling environment's `odoo.conf`
+/// on the same server: `ssh.exec` runs as the server's SSH user. It is server-wide: a grant of it
+/// for an environment opens nothing, and a grant for a server opens it on that server's runs only
+/// (whichever environment they are about — which is what it always was).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_plugin_granted_for_environment_a_cannot_exec_for_environment_b() {
+async fn ssh_exec_counts_only_when_granted_for_the_runs_server() {
     let server = Env::new("staging");
-    let h = harness("production", "staging", &["ssh.exec"], &server);
-    let outcome = run(&h, "before:ssh", "{}").await;
-    match outcome.unwrap_err().plugin_error() {
-        Some(WitError::Denied(msg)) => assert!(msg.contains("acme/shop/production"), "{msg}"),
-        other => panic!("expected denied, got {other:?}"),
+    let with = |scope: Scope| {
+        let mut h = harness("staging", "staging", &[], &server);
+        h.invocation.grants = std::sync::Arc::new(vec![Grant {
+            plugin: "misbehave".into(),
+            capability: berth_runtime::Capability::SSH_EXEC,
+            scope,
+        }]);
+        h
+    };
+    for (case, scope) in [
+        (
+            "its environment",
+            Scope::environment("acme", "shop", "staging"),
+        ),
+        ("its organization", Scope::organization("acme")),
+        ("another server", Scope::server("acme", "server-2")),
+    ] {
+        let h = with(scope);
+        match run(&h, "before:ssh", "{}")
+            .await
+            .unwrap_err()
+            .plugin_error()
+        {
+            Some(WitError::Denied(msg)) => {
+                assert!(msg.contains("server-wide"), "{case}: {msg}")
+            }
+            other => panic!("{case}: expected denied, got {other:?}"),
+        }
+        let records = h.audit.records();
+        assert_eq!((records.len(), records[0].allowed), (1, false), "{case}");
     }
-    let records = h.audit.records();
-    assert_eq!((records.len(), records[0].allowed), (1, false));
+    let server_name = berth_e2e::environment("staging").server.name;
+    let h = with(Scope::server("acme", &server_name));
+    assert!(matches!(
+        run(&h, "before:ssh", "{}").await.unwrap(),
+        Verdict::Continue
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,24 +1,20 @@
 //! The SSH primitive against real OpenSSH servers of the test bed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use berth_backends::ssh::{Command, SshError, SshPool, Stream, Target};
+use berth_backends::ssh::{
+    Command, HostKey, MemoryPin, SshError, SshPool, Stream, Target, host_key_fingerprint,
+};
 use berth_e2e::{TestServer, testbed};
 
 fn target(server: &TestServer) -> Target {
-    Target {
-        name: server.container.clone(),
-        host: server.host.clone(),
-        port: server.port,
-        user: "root".into(),
-    }
+    server.target(&server.container)
 }
 
-/// A pool with Berth's test key and a fresh known-hosts file.
-fn pool() -> (SshPool, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = SshPool::new(&testbed().key, &dir.path().join("known_hosts")).expect("a pool");
-    (pool, dir)
+/// A pool with Berth's test key.
+fn pool() -> SshPool {
+    SshPool::new(&testbed().key).expect("a pool")
 }
 
 async fn run(
@@ -46,7 +42,7 @@ async fn run(
 async fn argv_reaches_the_program_exactly_and_the_status_comes_back() {
     let bed = testbed();
     let server = target(&bed.servers[0]);
-    let (pool, _dir) = pool();
+    let pool = pool();
     let tricky = [
         "a b",
         "it's",
@@ -93,35 +89,68 @@ async fn argv_reaches_the_program_exactly_and_the_status_comes_back() {
     );
 }
 
+/// One known-hosts file once pinned every tenant's servers by address. A pin belongs to one
+/// server record: the first contact pins the key offered on it, every connection — a cached one
+/// too — is checked against it, and a changed key is refused with both fingerprints.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_host_key_is_refused_with_both_fingerprints() {
     let bed = testbed();
-    let (first, second) = (target(&bed.servers[0]), target(&bed.servers[1]));
-    let dir = tempfile::tempdir().unwrap();
-    let known = dir.path().join("known_hosts");
-    let pool = SshPool::new(&bed.key, &known).unwrap();
-    run(&pool, &second, Command::new(["true"])).await.unwrap();
-    let pinned = std::fs::read_to_string(&known).unwrap();
-    assert_eq!(pinned.lines().count(), 1, "first contact pins the key");
-
-    // Pretend the second server's key was pinned for the first server's address.
-    let forged = pinned.replacen(
-        &format!("{}:{}", second.host, second.port),
-        &format!("{}:{}", first.host, first.port),
+    let (first, second) = (&bed.servers[0], &bed.servers[1]);
+    let pool = pool();
+    let record = Arc::new(MemoryPin::default());
+    let mut server = first.target("web-1");
+    server.host_key = HostKey::FirstContact(record.clone());
+    run(&pool, &server, Command::new(["true"])).await.unwrap();
+    let pinned = record.pinned().expect("the first contact pins a key");
+    server.host_key = HostKey::Pinned(pinned.clone());
+    run(&pool, &server, Command::new(["true"])).await.unwrap();
+    assert_eq!(
+        pool.connections_opened(),
         1,
+        "the pinned key's connection serves on"
     );
-    std::fs::write(&known, forged).unwrap();
-    let pool = SshPool::new(&bed.key, &known).unwrap();
-    match run(&pool, &first, Command::new(["true"])).await {
-        Err(SshError::HostKeyChanged {
-            pinned, offered, ..
-        }) => {
-            assert!(pinned.starts_with("SHA256:") && offered.starts_with("SHA256:"));
-            assert_ne!(pinned, offered);
-        }
-        other => panic!("expected a refused host key, got {other:?}"),
-    }
-    assert_eq!(pool.connections_opened(), 0);
+
+    // The record's pin changes (here to the other server's key): the open connection is not
+    // reused, and a new one is refused.
+    let wrong = second.host_key();
+    server.host_key = HostKey::Pinned(wrong.clone());
+    let err = run(&pool, &server, Command::new(["true"]))
+        .await
+        .unwrap_err();
+    let SshError::HostKeyChanged {
+        pinned: said_pinned,
+        offered,
+        ..
+    } = &err
+    else {
+        panic!("expected a refused host key, got {err:?}");
+    };
+    assert_eq!(*said_pinned, host_key_fingerprint(&wrong).unwrap());
+    assert_eq!(*offered, host_key_fingerprint(&pinned).unwrap());
+    assert!(said_pinned.starts_with("SHA256:") && offered.starts_with("SHA256:"));
+    assert!(
+        err.to_string().contains(said_pinned.as_str())
+            && err.to_string().contains(offered.as_str())
+    );
+    assert_eq!(
+        pool.connections_opened(),
+        1,
+        "nothing connected with the wrong key"
+    );
+
+    // Another record at the same address inherits no pin: its first contact pins its own.
+    let theirs = Arc::new(MemoryPin::default());
+    let mut other = first.target("their-web-1");
+    other.host_key = HostKey::FirstContact(theirs.clone());
+    run(&pool, &other, Command::new(["true"])).await.unwrap();
+    assert_eq!(theirs.pinned(), Some(pinned));
+
+    // A pin that is no key refuses to connect, saying so.
+    server.host_key = HostKey::Pinned("ssh-ed25519 not-base64".into());
+    let err = run(&pool, &server, Command::new(["true"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Pin { .. }), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -135,7 +164,7 @@ async fn an_unknown_client_key_is_refused() {
         .status()
         .expect("ssh-keygen runs");
     assert!(made.success());
-    let pool = SshPool::new(&stranger, &dir.path().join("known_hosts")).unwrap();
+    let pool = SshPool::new(&stranger).unwrap();
     let err = run(&pool, &target(&bed.servers[0]), Command::new(["true"]))
         .await
         .unwrap_err();
@@ -146,7 +175,7 @@ async fn an_unknown_client_key_is_refused() {
 async fn a_command_past_its_timeout_is_abandoned_and_the_connection_serves_on() {
     let bed = testbed();
     let server = target(&bed.servers[0]);
-    let (pool, _dir) = pool();
+    let pool = pool();
     let slow = Command {
         timeout: Some(Duration::from_millis(500)),
         ..Command::new(["sleep", "30"])
@@ -163,7 +192,7 @@ async fn a_command_past_its_timeout_is_abandoned_and_the_connection_serves_on() 
 async fn a_connection_dropped_mid_command_is_reported_and_the_next_call_reconnects() {
     let bed = testbed();
     let server = target(&bed.servers[1]);
-    let (pool, _dir) = pool();
+    let pool = pool();
     run(&pool, &server, Command::new(["true"])).await.unwrap();
     let container = bed.servers[1].container.clone();
     let killer = tokio::spawn(async move {
@@ -196,7 +225,7 @@ async fn a_connection_dropped_mid_command_is_reported_and_the_next_call_reconnec
 async fn files_travel_both_ways_over_sftp_as_streams() {
     let bed = testbed();
     let server = target(&bed.servers[0]);
-    let (pool, _dir) = pool();
+    let pool = pool();
     let data: Vec<u8> = (0..8 << 20)
         .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
@@ -231,4 +260,38 @@ async fn files_travel_both_ways_over_sftp_as_streams() {
     run(&pool, &server, Command::new(["rm", "-f", &path]))
         .await
         .unwrap();
+}
+
+/// The pool held one lock while it connected: a server that never answered held up every run to
+/// every other server of the same key until its connect timed out. Now a server waits only for
+/// its own connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_never_answers_holds_up_only_its_own_connections() {
+    let bed = testbed();
+    let pool = Arc::new(pool());
+    let port = berth_e2e::silent_server().await;
+    let mut nowhere = target(&bed.servers[0]);
+    nowhere.name = "silent".into();
+    nowhere.host = "127.0.0.1".into();
+    nowhere.port = port;
+    let stuck = {
+        let pool = pool.clone();
+        tokio::spawn(async move { run(&pool, &nowhere, Command::new(["true"])).await })
+    };
+    // Let the stuck connect begin (it holds its server's slot from now on).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, stdout, _) = run(
+        &pool,
+        &target(&bed.servers[0]),
+        Command::new(["echo", "here"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, stdout.as_str()), (0, "here\n"));
+    assert!(
+        !stuck.is_finished(),
+        "the other server answered while the silent one was still being connected to"
+    );
+    let err = stuck.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("no answer"), "{err}");
 }

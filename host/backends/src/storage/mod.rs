@@ -11,8 +11,6 @@ mod ftp;
 mod s3;
 mod sftp;
 
-use std::path::Path;
-
 use tokio::io::AsyncReadExt;
 
 pub use ftp::{FtpTls, TlsMode};
@@ -113,11 +111,12 @@ pub fn check_key(key: &str) -> Result<()> {
 pub type SharedConnection = std::sync::Arc<Connection>;
 
 impl Connection {
-    /// Connects and authenticates. `known_hosts` pins SFTP servers' host keys.
+    /// Connects and authenticates. `sftp_host_key` is the key an SFTP server must offer (the
+    /// target's pin), or where to pin the one it offers first.
     pub async fn open(
         protocol: &Protocol,
         credentials: &Credentials,
-        known_hosts: &Path,
+        sftp_host_key: crate::ssh::HostKey,
     ) -> Result<Self> {
         Ok(match protocol {
             Protocol::S3 {
@@ -136,7 +135,7 @@ impl Connection {
                 Connection::Ftp(ftp::Ftp::open(remote, tls, credentials).await?)
             }
             Protocol::Sftp(remote) => {
-                Connection::Sftp(sftp::Sftp::open(remote, credentials, known_hosts).await?)
+                Connection::Sftp(sftp::Sftp::open(remote, credentials, sftp_host_key).await?)
             }
         })
     }

@@ -1,9 +1,8 @@
 //! SFTP through the SSH client Berth already speaks (russh + russh-sftp): a key from the target's
-//! secret, the server's host key pinned on first contact like every server Berth reaches.
+//! secret, the server's host key pinned on the target's own record (its organization's), on first
+//! contact like every server Berth reaches.
 
-use std::path::Path;
-
-use crate::ssh::{SshPool, Target};
+use crate::ssh::{HostKey, SshPool, Target};
 
 use super::{Credentials, ObjectInfo, Remote, Result, StorageError, parent, partial};
 use crate::{Sink, Source};
@@ -18,9 +17,9 @@ impl Sftp {
     pub async fn open(
         remote: &Remote,
         credentials: &Credentials,
-        known_hosts: &Path,
+        host_key: HostKey,
     ) -> Result<Self> {
-        let pool = SshPool::with_key(&credentials.secret, known_hosts).map_err(|e| {
+        let pool = SshPool::with_key(&credentials.secret).map_err(|e| {
             StorageError::Invalid(format!("the SFTP target's private key cannot be used: {e}"))
         })?;
         let target = Target {
@@ -28,6 +27,7 @@ impl Sftp {
             host: remote.host.clone(),
             port: remote.port,
             user: credentials.user.clone(),
+            host_key,
         };
         let sftp = Sftp {
             pool,

@@ -1,7 +1,7 @@
 //! `docker`: containers of the run's environment on its server, through the SSH connection.
 //! Capability `docker`. The fence (labels, name prefix, no privileged mode, no host network, bind
-//! mounts only inside the environment's directory) is `berth_backends::docker::EnvDocker`'s; a
-//! request against it is answered `denied`.
+//! mounts only inside the environment's directory, by their real paths on the server) is
+//! `berth_backends::docker::EnvDocker`'s; a request against it is answered `denied`.
 
 use berth_backends::docker::{self as backend, DockerError, EnvDocker, Scope};
 use berth_backends::ssh::Stream;
@@ -34,12 +34,9 @@ impl RunState {
     }
 
     fn env_docker(&self, access: super::ssh::ServerAccess) -> Result<EnvDocker, Fault> {
-        let docker = backend::connect(access.pool, access.target).map_err(docker_fault)?;
         let env = &self.env;
-        Ok(EnvDocker::new(
-            docker,
-            Scope::environment(&env.organization, &env.project, &env.environment),
-        ))
+        let scope = Scope::environment(&env.organization, &env.project, &env.environment);
+        EnvDocker::new(access.pool, access.target, scope).map_err(docker_fault)
     }
 }
 

@@ -1,6 +1,8 @@
 //! `ssh`: commands and files on the run environment's server, through the control plane's SSH pool.
 //! Capabilities `ssh.exec` (argv), `ssh.shell` (a script through `sh -c`), `ssh.files` (SFTP).
 //! Output streams into the run log as it arrives; the plugin gets the exit status and the tails.
+//! All three act as the server's SSH user, so they reach every environment on the server: they are
+//! server-wide, and only a grant for the run's server opens them (see `grants`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -289,7 +291,6 @@ mod tests {
                 server: server(),
                 pinned: "a".into(),
                 offered: "b".into(),
-                known_hosts: "/k".into(),
             },
             SshError::Connect {
                 server: server(),
@@ -304,8 +305,8 @@ mod tests {
                 path: "/k".into(),
                 reason: "bad".into(),
             },
-            SshError::KnownHosts {
-                path: "/k".into(),
+            SshError::Pin {
+                server: server(),
                 reason: "bad".into(),
             },
         ] {
