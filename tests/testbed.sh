@@ -5,7 +5,8 @@
 # Docker host they reach the containers' bridge addresses and the ports containers publish.
 #
 #   tests/testbed.sh up      build missing images (cached by recipe hash), start the servers
-#   tests/testbed.sh down    remove every container, volume and network the test bed created
+#   tests/testbed.sh down    remove everything the test bed and the tests created: containers
+#                            (with their anonymous volumes), volumes, networks, and /srv/berth
 #
 # Images are never pulled: the base is a Debian rootfs made by mmdebstrap from Debian's packages and
 # `docker import`ed; the others are built FROM it with the legacy builder (local images only).
@@ -88,14 +89,49 @@ down() {
     kill "$(cat "$pid")" 2>/dev/null || true
     rm -f "$pid"
   done
-  local ids label
-  # The test bed's own objects, and those tests created through Berth (labelled berth.scope).
+  local ids label since
+  since=$(up_since)
+  # The test bed's own objects, and those tests created through Berth (labelled berth.scope);
+  # containers with the anonymous volumes their images declare (`-v`).
   for label in "$LABEL" berth.scope; do
     ids=$(docker ps -aq --filter "label=$label")
-    [ -z "$ids" ] || docker rm -f $ids >/dev/null
+    [ -z "$ids" ] || docker rm -f -v $ids >/dev/null
     ids=$(docker volume ls -q --filter "label=$label")
     [ -z "$ids" ] || docker volume rm -f $ids >/dev/null
     for net in $(docker network ls -q --filter "label=$label"); do docker network rm "$net" >/dev/null; done
+  done
+  remove_anonymous_volumes "$since"
+  # What environments left on the servers: their directories, bind-mounted from the machine.
+  rm -rf "$DATA"
+  rm -f "$STATE/up-since"
+}
+
+# When the test bed came up (seconds since the epoch): recorded by `up`, or else the servers'
+# creation; empty when neither is known.
+up_since() {
+  if [ -f "$STATE/up-since" ]; then
+    cat "$STATE/up-since"
+    return
+  fi
+  local created
+  created=$(docker inspect -f '{{.Created}}' "${SERVERS[0]}" 2>/dev/null) || return 0
+  date -d "$created" +%s
+}
+
+# Anonymous volumes (no name given, no label) created since $1 that no container uses any more:
+# those of containers the tests replaced or removed without their volumes. Nothing else on the
+# machine's Docker engine is touched.
+remove_anonymous_volumes() {
+  local since=$1 volume created labels
+  [ -n "$since" ] || return 0
+  for volume in $(docker volume ls -q --filter dangling=true); do
+    [[ $volume =~ ^[0-9a-f]{64}$ ]] || continue
+    # A volume gone or taken into use meanwhile is simply left alone.
+    read -r created labels < <(docker volume inspect -f '{{.CreatedAt}} {{len .Labels}}' "$volume" 2>/dev/null) \
+      || continue
+    [ "${labels:-0}" = 0 ] || continue
+    [ "$(date -d "$created" +%s)" -ge "$since" ] || continue
+    docker volume rm "$volume" >/dev/null 2>&1 || true
   done
 }
 
@@ -196,6 +232,7 @@ up() {
   build_images
   down
   mkdir -p "$STATE" "$DATA"
+  date +%s > "$STATE/up-since"
   [ -f "$STATE/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C berth-testbed -f "$STATE/id_ed25519"
   cp "$STATE/id_ed25519.pub" "$STATE/authorized_keys"
   {

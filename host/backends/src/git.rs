@@ -3,9 +3,15 @@
 //! and never run git.
 //!
 //! Calls here block (libgit2 is synchronous); async callers run them on a blocking thread.
+//!
+//! Mirrors would otherwise grow with every repository ever added: each use marks its mirror (its
+//! directory's modification time), and [`Mirrors::prune`] removes those no repository names any
+//! more and those unused for long (a removed mirror is simply fetched whole again).
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use git2::{FetchOptions, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest, Sha256};
@@ -20,6 +26,12 @@ pub enum GitError {
     Invalid(String),
     #[error("{0}")]
     Failed(String),
+}
+
+/// Marks a mirror used now (its directory's modification time). A mirror that cannot be marked
+/// is pruned earlier than it could be and fetched again: a cost, not a fault.
+fn mark_used(path: &Path) {
+    let _ = std::fs::File::open(path).and_then(|dir| dir.set_modified(SystemTime::now()));
 }
 
 fn failed(what: &str, err: git2::Error) -> GitError {
@@ -49,12 +61,17 @@ impl Mirrors {
         })
     }
 
-    fn path(&self, url: &str) -> PathBuf {
+    /// The directory name of `url`'s mirror.
+    fn name(url: &str) -> String {
         let digest = hex::encode(Sha256::digest(url.as_bytes()));
-        self.root.join(format!("{}.git", &digest[..24]))
+        format!("{}.git", &digest[..24])
     }
 
-    /// The mirror of `url`; it must have been fetched.
+    fn path(&self, url: &str) -> PathBuf {
+        self.root.join(Self::name(url))
+    }
+
+    /// The mirror of `url`; it must have been fetched. Opening it marks it used.
     fn open(&self, url: &str) -> Result<Repository, GitError> {
         let path = self.path(url);
         if !path.exists() {
@@ -62,7 +79,43 @@ impl Mirrors {
                 "{url} has not been fetched yet"
             )));
         }
+        mark_used(&path);
         Repository::open_bare(&path).map_err(|e| failed(&format!("opening the mirror of {url}"), e))
+    }
+
+    /// Removes the mirrors of URLs not in `urls` (their repository is gone) and those not used
+    /// for `unused_for`; returns the directories removed. A mirror is directory under the root
+    /// named like [`Self::name`]; nothing else there is touched.
+    pub fn prune(&self, urls: &[String], unused_for: Duration) -> Result<Vec<PathBuf>, GitError> {
+        let io = |e: std::io::Error| {
+            GitError::Failed(format!(
+                "pruning the mirrors in {}: {e}",
+                self.root.display()
+            ))
+        };
+        let wanted: HashSet<String> = urls.iter().map(|url| Self::name(url)).collect();
+        let stale_before = SystemTime::now()
+            .checked_sub(unused_for)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let is_mirror = name.len() == 28
+                && name.ends_with(".git")
+                && name[..24].bytes().all(|b| b.is_ascii_hexdigit());
+            let meta = entry.metadata().map_err(io)?;
+            if !is_mirror || !meta.is_dir() {
+                continue;
+            }
+            let used = meta.modified().map_err(io)?;
+            if wanted.contains(&name) && used >= stale_before {
+                continue;
+            }
+            std::fs::remove_dir_all(entry.path()).map_err(io)?;
+            removed.push(entry.path());
+        }
+        Ok(removed)
     }
 
     /// Creates or updates the mirror of `url` (all branches and tags, pruned).
@@ -77,6 +130,7 @@ impl Mirrors {
             Ok(repo) => repo,
             Err(_) => Repository::init_bare(&path).map_err(|e| failed("creating a mirror", e))?,
         };
+        mark_used(&path);
         let mut remote = repo
             .remote_anonymous(url)
             .map_err(|e| failed(&format!("remote {url}"), e))?;
@@ -109,6 +163,28 @@ impl Mirrors {
         Err(GitError::NotFound(format!(
             "{url} has no branch, tag or commit {reference:?}"
         )))
+    }
+
+    /// Whether `branch` of a fetched repository reaches `commit`: it is the branch's head or one
+    /// of its ancestors. A commit of another branch, or one the repository does not hold (a
+    /// fork's), is not reached.
+    pub fn reaches(&self, url: &str, branch: &str, commit: &str) -> Result<bool, GitError> {
+        let repo = self.open(url)?;
+        let wanted = Oid::from_str(commit)
+            .ok()
+            .filter(|_| commit.len() == 40)
+            .ok_or_else(|| GitError::Invalid(format!("{commit:?} is not a full commit id")))?;
+        let head = repo
+            .refname_to_id(&format!("refs/heads/{branch}"))
+            .map_err(|e| failed(&format!("branch {branch} of {url}"), e))?;
+        if head == wanted {
+            return Ok(true);
+        }
+        if repo.find_commit(wanted).is_err() {
+            return Ok(false);
+        }
+        repo.graph_descendant_of(head, wanted)
+            .map_err(|e| failed(&format!("the history of {branch} of {url}"), e))
     }
 
     fn commit<'r>(repo: &'r Repository, url: &str, id: &str) -> Result<git2::Commit<'r>, GitError> {
@@ -291,5 +367,47 @@ impl Mirrors {
         run(&["mv", "--", &staging, destination]).await?;
         run(&["rm", "-rf", "--", &previous, &archive]).await?;
         Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Mirrors are removed when no repository names their URL any more, or when unused for long;
+    //! using one keeps it.
+
+    use std::time::{Duration, SystemTime};
+
+    use super::Mirrors;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn age(mirrors: &Mirrors, url: &str, by: Duration) {
+        let dir = std::fs::File::open(mirrors.path(url)).unwrap();
+        dir.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    /// Mirrors once stayed on the control plane's disk forever, their repository gone or not.
+    #[test]
+    fn mirrors_of_gone_or_unused_repositories_are_pruned() {
+        let root = tempfile::tempdir().unwrap();
+        let mirrors = Mirrors::new(root.path()).unwrap();
+        let urls = ["https://a.example/kept.git", "https://a.example/idle.git"];
+        for url in urls.iter().chain(["https://a.example/gone.git"].iter()) {
+            git2::Repository::init_bare(mirrors.path(url)).unwrap();
+        }
+        std::fs::create_dir(root.path().join("not-a-mirror")).unwrap();
+        age(&mirrors, urls[0], 40 * DAY);
+        age(&mirrors, urls[1], 40 * DAY);
+        // A use marks the mirror: resolving a missing ref still opened it.
+        assert!(mirrors.resolve(urls[0], "main").is_err());
+
+        let wanted: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let removed = mirrors.prune(&wanted, 30 * DAY).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(mirrors.path(urls[0]).exists(), "used recently");
+        assert!(!mirrors.path(urls[1]).exists(), "unused for 40 days");
+        assert!(!mirrors.path("https://a.example/gone.git").exists());
+        assert!(root.path().join("not-a-mirror").exists());
+        assert!(mirrors.prune(&wanted, 30 * DAY).unwrap().is_empty());
     }
 }

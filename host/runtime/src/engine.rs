@@ -7,17 +7,20 @@
 //!   cost.
 //! - Compiled components are cached on disk under the SHA-256 of their bytes and the engine's
 //!   compatibility hash, so a control plane restart loads plugins without recompiling them. Only a
-//!   plugin that passed validation is cached: a refused upload leaves nothing behind.
+//!   plugin that passed validation is cached: a refused upload leaves nothing behind. The cache
+//!   keeps to [`RuntimeOptions::cache_bytes`]: beyond it, the entries used least recently go,
+//!   except those [pinned](Runtime::pin) (the platform's plugins, which every start loads).
 //! - Compiling is CPU work of unbounded length for bytes an organization chose (a component can be
 //!   crafted to compile for a minute): it runs on the blocking pool, at most
 //!   [`RuntimeOptions::compile_slots`] at a time, and a caller stops waiting after
 //!   [`RuntimeOptions::compile_timeout`]. The async workers that answer the API never compile.
 
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
@@ -46,6 +49,8 @@ pub struct RuntimeOptions {
     pub compile_slots: usize,
     /// How long a load waits for its compile before the plugin is refused.
     pub compile_timeout: Duration,
+    /// The most the compiled-component cache keeps on disk, in bytes.
+    pub cache_bytes: u64,
 }
 
 impl Default for RuntimeOptions {
@@ -57,6 +62,7 @@ impl Default for RuntimeOptions {
             max_component_bytes: 64 << 20,
             compile_slots: 1,
             compile_timeout: Duration::from_secs(120),
+            cache_bytes: 2 << 30,
         }
     }
 }
@@ -77,6 +83,8 @@ pub struct Runtime {
     stats: Arc<CacheStats>,
     compile_slots: Arc<tokio::sync::Semaphore>,
     stop_clock: Arc<AtomicBool>,
+    /// Hashes of the components whose cache entries are never evicted.
+    pinned: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -146,6 +154,7 @@ impl Runtime {
             options,
             stats: Arc::default(),
             stop_clock,
+            pinned: Mutex::default(),
         })
     }
 
@@ -194,6 +203,8 @@ impl Runtime {
             #[allow(unsafe_code)]
             let loaded = unsafe { Component::deserialize_file(&self.engine, &path) };
             if let Ok(component) = loaded {
+                // Its use is what keeps an entry in the cache.
+                let _ = touch(&path);
                 self.stats.loaded_from_cache.fetch_add(1, Ordering::Relaxed);
                 return Ok((component, hash, true));
             }
@@ -223,12 +234,30 @@ impl Runtime {
         Ok((component, hash, false))
     }
 
-    /// Keeps a validated component's compiled code in the cache. A cache that cannot be written
-    /// costs speed, not correctness.
+    /// Keeps a validated component's compiled code in the cache, then brings the cache back
+    /// within its size. A cache that cannot be written costs speed, not correctness.
     pub(crate) fn keep(&self, hash: &str, component: &Component) {
-        if let Some(path) = self.cache_path(hash) {
-            let _ = write_atomically(&path, component);
-        }
+        let (Some(path), Some(dir)) = (self.cache_path(hash), &self.options.cache_dir) else {
+            return;
+        };
+        let _ = write_atomically(&path, component);
+        let pinned = self
+            .pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let _ = evict(dir, self.options.cache_bytes, |entry| {
+            entry == hash || pinned.contains(entry)
+        });
+    }
+
+    /// Keeps the compiled code of the component whose SHA-256 is `hash` in the cache whatever
+    /// its size: the platform's plugins, which every start of the control plane loads.
+    pub fn pin(&self, hash: &str) {
+        self.pinned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash.to_string());
     }
 
     fn cache_path(&self, hash: &str) -> Option<PathBuf> {
@@ -245,6 +274,48 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_clock.store(true, Ordering::Relaxed);
     }
+}
+
+/// Marks a cache entry used now.
+fn touch(path: &Path) -> std::io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(SystemTime::now())
+}
+
+/// Removes the entries of the cache in `dir` used least recently (by modification time, which a
+/// load from the cache renews), skipping those `kept` names by the hash of their component, until
+/// the cache fits in `budget` bytes. Returns what it removed.
+fn evict(dir: &Path, budget: u64, kept: impl Fn(&str) -> bool) -> std::io::Result<Vec<PathBuf>> {
+    let mut total = 0;
+    let mut candidates = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "cwasm") {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        total += meta.len();
+        let name = path.file_stem().unwrap_or_default().to_string_lossy();
+        let hash = name.split('-').next().unwrap_or_default();
+        if !kept(hash) {
+            candidates.push((meta.modified()?, meta.len(), path));
+        }
+    }
+    candidates.sort();
+    let mut removed = Vec::new();
+    for (_, len, path) in candidates {
+        if total <= budget {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total -= len;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 fn write_atomically(path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -278,5 +349,56 @@ fn check_header(bytes: &[u8]) -> Result<(), PluginError> {
         v => Err(PluginError::NotAComponent(format!(
             "not a WebAssembly component: unknown binary version {v:02x?}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The compiled-component cache keeps to its size: the least recently used entries go first,
+    //! and a pinned entry (a platform plugin's) never goes.
+
+    use std::path::Path;
+    use std::time::{Duration, SystemTime};
+
+    use super::{evict, touch};
+
+    /// A cache entry of `len` bytes for component `hash`, last used `age` ago.
+    fn entry(dir: &Path, hash: &str, len: usize, age: u64) {
+        let path = dir.join(format!("{hash}-0123456789abcdef.cwasm"));
+        std::fs::write(&path, vec![0u8; len]).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(age))
+            .unwrap();
+    }
+
+    fn left(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy()[..3].to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Each upload under a new hash once added an entry to a cache that never shrank.
+    #[test]
+    fn the_cache_evicts_the_least_recently_used_entries_but_never_a_pinned_one() {
+        let dir = tempfile::tempdir().unwrap();
+        entry(dir.path(), "aaa", 100, 400);
+        entry(dir.path(), "bbb", 100, 300);
+        entry(dir.path(), "ccc", 100, 200);
+        entry(dir.path(), "ddd", 100, 100);
+        std::fs::write(dir.path().join("notes.txt"), "not an entry").unwrap();
+        touch(&dir.path().join("bbb-0123456789abcdef.cwasm")).unwrap();
+        let removed = evict(dir.path(), 250, |hash| hash == "aaa").unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert_eq!(
+            left(dir.path()),
+            ["aaa", "bbb", "not"],
+            "used recently, or pinned"
+        );
+        assert!(evict(dir.path(), 250, |_| false).unwrap().is_empty());
+        evict(dir.path(), 0, |hash| hash == "aaa").unwrap();
+        assert_eq!(left(dir.path()), ["aaa", "not"]);
     }
 }

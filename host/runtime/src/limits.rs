@@ -1,14 +1,18 @@
 //! Per-invocation limits and their enforcement.
 //!
 //! Each invocation gets a wall-clock deadline (epoch interruption), a memory cap across all of the
-//! instance's linear memories, a cap on live host resources, a budget of host calls, and bounds on
-//! what the plugin may log, print or return. When a limit is hit the invocation traps with a
-//! [`LimitExceeded`] (or the limiter records which limit refused a growth), so the caller can say
-//! precisely what happened instead of "wasm trap".
+//! instance's linear memories and the blobs the host keeps in memory for it, a cap on live host
+//! resources, a budget of host calls, and bounds on what the plugin may log, print or return. A
+//! run's workspace — its files and the blobs that spilled to disk — is under one disk quota
+//! ([`RUN_DISK_BYTES`] unless the caller sets another). When a limit is hit the invocation traps
+//! with a [`LimitExceeded`] (or the limiter records which limit refused a growth), so the caller
+//! can say precisely what happened instead of "wasm trap".
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use berth_backends::blob::{Meter, OverQuota};
 
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -20,7 +24,8 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 pub struct Limits {
     /// Wall-clock deadline of the whole call (guest code and host calls).
     pub deadline: Duration,
-    /// Bytes of linear memory across all memories of the instance.
+    /// Bytes of memory: the instance's linear memories and the blobs the host keeps in memory
+    /// for it, together.
     pub memory: usize,
     /// Live host resources (blobs, connections, WASI streams) at once.
     pub resources: usize,
@@ -67,6 +72,10 @@ impl Limits {
     }
 }
 
+/// The disk a run's workspace may use by default: the files its plugins write and the blobs that
+/// spill there (a blob over [`SPILL_AT`](berth_backends::blob::SPILL_AT) bytes), together.
+pub const RUN_DISK_BYTES: u64 = 4 << 30;
+
 /// A limit an invocation ran into; carried as the trap's error so it can be told apart.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
@@ -88,11 +97,17 @@ pub enum LimitExceeded {
     Memory { desired: usize, limit: usize },
     #[error("grew a table to {desired} elements, over the limit of {limit}")]
     Table { desired: usize, limit: usize },
+    /// What the host would have held for it: memory for its blobs, disk in its run's workspace.
+    #[error("would hold {0}")]
+    Quota(OverQuota),
 }
 
-/// Caps linear memory (summed over all memories) and tables, remembering what it refused.
+/// Caps linear memory (summed over all memories) and tables, remembering what it refused. Linear
+/// memory is counted on a [`Meter`] the invocation's blobs count their memory on too, so what the
+/// host keeps for a plugin and what the plugin keeps itself share one cap.
 pub struct Limiter {
-    memory_limit: usize,
+    memory: Arc<Meter>,
+    /// Bytes of linear memory this limiter counted on `memory`; given back when it is dropped.
     memory_used: usize,
     table_limit: usize,
     /// The first growth refused, if any.
@@ -102,11 +117,25 @@ pub struct Limiter {
 impl Limiter {
     pub fn new(limits: &Limits) -> Self {
         Limiter {
-            memory_limit: limits.memory,
+            memory: Arc::new(Meter::new(
+                "memory (its linear memory and the blobs the host keeps in memory for it)",
+                limits.memory as u64,
+            )),
             memory_used: 0,
             table_limit: 100_000,
             refused: None,
         }
+    }
+
+    /// The meter of the invocation's memory, for the blobs the host keeps for it.
+    pub fn memory(&self) -> &Arc<Meter> {
+        &self.memory
+    }
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.memory.give(self.memory_used as u64);
     }
 }
 
@@ -117,15 +146,15 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self.memory_used - current.min(self.memory_used) + desired;
-        if total > self.memory_limit {
+        let growth = desired.saturating_sub(current);
+        if self.memory.take(growth as u64).is_err() {
             self.refused.get_or_insert(LimitExceeded::Memory {
-                desired: total,
-                limit: self.memory_limit,
+                desired: self.memory.used() as usize + growth,
+                limit: self.memory.limit() as usize,
             });
             return Ok(false);
         }
-        self.memory_used = total;
+        self.memory_used += growth;
         Ok(true)
     }
 

@@ -1,7 +1,8 @@
 //! The plugins a host knows, by name.
 //!
 //! The default plugins are loaded from a directory; each file is validated on its own, so one broken
-//! file is reported precisely and does not keep the others from loading.
+//! file is reported precisely and does not keep the others from loading. A directory's plugins
+//! are the platform's: their compiled code is pinned in the runtime's cache.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,10 @@ impl Registry {
         let mut registry = Registry::default();
         let mut failures = Vec::new();
         for path in paths {
-            let loaded = runtime.load_file(&path).await;
+            let loaded = runtime
+                .load_file(&path)
+                .await
+                .inspect(|p| runtime.pin(p.hash()));
             if let Err(error) = loaded.and_then(|p| registry.insert(p)) {
                 failures.push(LoadFailure { path, error });
             }

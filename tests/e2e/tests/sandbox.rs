@@ -6,7 +6,9 @@ use std::time::Duration;
 use berth_e2e::{Harness, component};
 use berth_runtime::limits::LimitExceeded;
 use berth_runtime::plugin::PluginError;
-use berth_runtime::{InvokeError, Plugin, Registry, Runtime, RuntimeOptions, Verdict, WitError};
+use berth_runtime::{
+    InvokeError, Plugin, Registry, Runtime, RuntimeOptions, Verdict, WitError, Workspace,
+};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeOptions::default()).expect("a runtime")
@@ -18,18 +20,28 @@ async fn load(rt: &Runtime, name: &str) -> Plugin {
         .unwrap_or_else(|e| panic!("{name} loads: {e}"))
 }
 
+/// Runs `point` of the hook plugin `name` with `grants` and returns the outcome.
+async fn hook(
+    name: &str,
+    point: &str,
+    grants: &[&str],
+    tweak: impl FnOnce(&mut Harness),
+) -> (Result<Verdict, InvokeError>, Harness) {
+    let rt = runtime();
+    let plugin = load(&rt, name).await;
+    let mut h = Harness::new("staging", name, grants);
+    tweak(&mut h);
+    let event = h.event(point, "{}");
+    (plugin.handle(&rt, &h.invocation, &event).await, h)
+}
+
 /// Runs `point` of the misbehave plugin with `grants` and returns the outcome.
 async fn misbehave(
     point: &str,
     grants: &[&str],
     tweak: impl FnOnce(&mut Harness),
 ) -> (Result<Verdict, InvokeError>, Harness) {
-    let rt = runtime();
-    let plugin = load(&rt, "misbehave").await;
-    let mut h = Harness::new("staging", "misbehave", grants);
-    tweak(&mut h);
-    let event = h.event(point, "{}");
-    (plugin.handle(&rt, &h.invocation, &event).await, h)
+    hook("misbehave", point, grants, tweak).await
 }
 
 fn limit_of(outcome: &Result<Verdict, InvokeError>) -> &LimitExceeded {
@@ -331,6 +343,85 @@ async fn host_calls_and_host_resources_are_budgeted() {
     })
     .await;
     assert_eq!(*limit_of(&blobs), LimitExceeded::Resources(100));
+}
+
+/// Gives the harness's workspace a disk quota of `quota` bytes.
+fn workspace_quota(h: &mut Harness, quota: u64) {
+    let workspace = Workspace::with_quota(h.workspace.path(), quota);
+    h.lend(std::sync::Arc::new(workspace));
+}
+
+/// Asserts `outcome` is the quota of `limit` bytes on `what` (`memory` or `disk`).
+fn over_quota(outcome: &Result<Verdict, InvokeError>, what: &str, limit: u64) {
+    match limit_of(outcome) {
+        LimitExceeded::Quota(quota) => {
+            assert_eq!(quota.limit, limit, "{quota:?}");
+            assert!(quota.what.starts_with(what), "{quota:?}");
+        }
+        other => panic!("expected the {what} quota, got {other}"),
+    }
+}
+
+/// A hook capped at 64 MiB of memory once held ~1 GiB of host memory as 1,000 blobs of 1 MiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_hoarding_blobs_in_host_memory_is_stopped_at_its_memory_cap() {
+    let (outcome, _) = hook("glutton", "before:hoard-megabytes", &[], |h| {
+        h.invocation.limits.memory = 32 << 20
+    })
+    .await;
+    match limit_of(&outcome) {
+        // The blobs and the plugin's own memory share the cap: whichever asked last is refused.
+        LimitExceeded::Memory { limit, .. } => assert_eq!(*limit, 32 << 20),
+        _ => over_quota(&outcome, "memory", 32 << 20),
+    }
+}
+
+/// One blob once spilled 1 GiB to a temporary file outside the workspace, bounded only by 64 GiB.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_spilling_without_end_is_stopped_at_the_workspace_quota() {
+    let (outcome, h) = hook("glutton", "before:spill-blob", &[], |h| {
+        workspace_quota(h, 16 << 20)
+    })
+    .await;
+    over_quota(&outcome, "disk", 16 << 20);
+    assert_eq!(
+        std::fs::read_dir(h.workspace.path()).unwrap().count(),
+        0,
+        "the spill was an unnamed file of the workspace, gone with the blob"
+    );
+}
+
+/// A plugin granted `files` once wrote 1 GiB into its workspace: no quota held it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hook_filling_its_workspace_is_stopped_at_the_quota() {
+    let (outcome, h) = hook("glutton", "before:fill-workspace", &["files"], |h| {
+        workspace_quota(h, 16 << 20)
+    })
+    .await;
+    over_quota(&outcome, "disk", 16 << 20);
+    let written = std::fs::read_dir(h.workspace.path().join("fill"))
+        .unwrap()
+        .count();
+    assert!(
+        written < 16,
+        "{written} files of 1 MiB in a 16 MiB workspace"
+    );
+}
+
+/// A tar entry with a 512 MiB GNU long name was once read whole into host memory (~860 MiB RSS).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tar_announcing_a_huge_long_name_is_refused_unread() {
+    let (outcome, _) = hook("glutton", "before:long-name", &[], |_| {}).await;
+    match outcome {
+        Err(InvokeError::Plugin {
+            error: WitError::Failed(message),
+            ..
+        }) => assert!(
+            message.contains("a long name of 536870912 bytes, over the limit of 4096 bytes"),
+            "{message}"
+        ),
+        other => panic!("expected the archive refused, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,17 +11,26 @@
 //!
 //! Plugins hold handles and read only bounded slices; bulk data never enters their memory. The
 //! blob itself is a backend ([`berth_backends::blob`]); this module is its WIT door.
+//!
+//! What the host keeps for a plugin counts against it: an invocation's blobs live in its
+//! [`Room`] — their memory on the same meter as the plugin's linear memory, under its memory cap;
+//! their spills in the run's workspace, under the run's disk quota. Beyond either the invocation
+//! traps with [`LimitExceeded::Quota`].
 
 use std::io;
 
 use wasmtime::component::Resource;
 
-pub use berth_backends::blob::{Blob, BlobReader, BlobWriter, Producer, SPILL_AT, Summary};
+pub use berth_backends::blob::{
+    Blob, BlobReader, BlobWriter, OverQuota, Producer, Room, SPILL_AT, Summary,
+};
 
 use crate::bindings::Fault;
 use crate::bindings::blobs::{Host, HostBlob};
 use crate::bindings::types::Error;
+use crate::limits::LimitExceeded;
 use crate::state::RunState;
+use crate::workspace::Workspace;
 
 /// Runs blocking blob I/O off the async executor.
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -33,6 +42,9 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 pub(crate) fn blob_error(call: &str, err: io::Error) -> Fault {
+    if let Some(quota) = OverQuota::of(&err) {
+        return LimitExceeded::Quota(quota.clone()).into();
+    }
     if err.kind() == io::ErrorKind::FileTooLarge {
         Error::invalid(format!("{call}: {err}")).into()
     } else {
@@ -41,6 +53,17 @@ pub(crate) fn blob_error(call: &str, err: io::Error) -> Fault {
 }
 
 impl RunState {
+    /// Where this invocation's blobs live: their memory counted with the plugin's own, their
+    /// spills in the run's workspace under its quota (an invocation lent no workspace keeps
+    /// blobs in memory only).
+    pub(crate) fn room(&self) -> Room {
+        Room::new(
+            self.limiter.memory().clone(),
+            self.lent_ref::<Workspace>().map(|w| w.disk().clone()),
+            self.limits.blob_bytes,
+        )
+    }
+
     /// A reader over a blob of this invocation (starting it, if it is a stream).
     pub(crate) fn blob_reader(
         &mut self,
@@ -62,12 +85,9 @@ impl RunState {
         Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let blob = Blob::stream(
-            self.limits.blob_bytes,
-            Box::new(move |pipe| {
-                Box::pin(async move { produce(pipe).await.map(drop).map_err(io::Error::other) })
-            }),
-        );
+        let blob = self.room().stream(Box::new(move |pipe| {
+            Box::pin(async move { produce(pipe).await.map(drop).map_err(io::Error::other) })
+        }));
         self.push(blob)
     }
 }
@@ -77,7 +97,7 @@ impl Host for RunState {}
 impl HostBlob for RunState {
     async fn new(&mut self) -> wasmtime::Result<Resource<Blob>> {
         self.budget.charge()?;
-        let blob = Blob::new(self.limits.blob_bytes);
+        let blob = self.room().blob();
         self.push(blob).map_err(Fault::into_trap)
     }
 
@@ -214,6 +234,39 @@ mod tests {
         HostBlob::new(&mut state).await.unwrap();
         let trap = HostBlob::new(&mut state).await.unwrap_err();
         assert_eq!(testing::limit_trap(&trap), LimitExceeded::Resources(2));
+    }
+
+    /// A hook capped at 64 MiB of memory once held ~1 GiB of host memory as 1,000 blobs of 1 MiB.
+    #[tokio::test]
+    async fn blobs_in_host_memory_count_against_the_plugins_memory_cap() {
+        let run = Run::hook().limits(|l| l.memory = 4 << 20);
+        let mut state = run.state();
+        let mut held = Vec::new();
+        let trap = loop {
+            let blob = HostBlob::new(&mut state).await.unwrap();
+            let same = wasmtime::component::Resource::<Blob>::new_borrow(blob.rep());
+            match HostBlob::append(&mut state, same, vec![1; super::SPILL_AT]).await {
+                Ok(()) => held.push(blob),
+                Err(Fault::Trap(trap)) => break trap,
+                Err(Fault::Guest(err)) => panic!("a quota must trap, not answer {err:?}"),
+            }
+            assert!(held.len() <= 4, "4 MiB hold four blobs of 1 MiB");
+        };
+        assert_eq!(held.len(), 4);
+        let LimitExceeded::Quota(quota) = testing::limit_trap(&trap) else {
+            panic!("expected the memory quota, got {trap:#}");
+        };
+        assert_eq!(quota.limit, 4 << 20);
+        assert!(quota.what.starts_with("memory"), "{quota:?}");
+        assert_eq!(state.limiter.memory().used(), 4 << 20);
+        HostBlob::drop(&mut state, held.pop().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            state.limiter.memory().used(),
+            3 << 20,
+            "a dropped blob gives its memory back"
+        );
     }
 
     #[tokio::test]

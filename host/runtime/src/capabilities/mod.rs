@@ -21,12 +21,19 @@ pub mod targets;
 #[cfg(test)]
 mod testing;
 
+use berth_backends::blob::OverQuota;
+
 use crate::bindings::Fault;
 use crate::bindings::types::Error;
+use crate::limits::LimitExceeded;
 
-/// Maps an I/O error on a plugin-named path to the WIT error a plugin can act on.
+/// Maps an I/O error on a plugin-named path to the WIT error a plugin can act on; a quota the
+/// plugin went over ends the invocation, as every limit does.
 pub(crate) fn io_error(call: &str, path: &str, err: std::io::Error) -> Fault {
     use std::io::ErrorKind::*;
+    if let Some(quota) = OverQuota::of(&err) {
+        return LimitExceeded::Quota(quota.clone()).into();
+    }
     let msg = format!("{call} {path:?}: {err}");
     Fault::Guest(match err.kind() {
         NotFound => Error::not_found(msg),
@@ -72,6 +79,21 @@ mod tests {
         ] {
             assert!(matches!(kind_of(kind), Error::Failed(_)), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn a_quota_gone_over_ends_the_invocation() {
+        let quota = berth_backends::blob::OverQuota {
+            what: "disk",
+            limit: 10,
+        };
+        let Fault::Trap(trap) = io_error("files.write", "a", quota.clone().into()) else {
+            panic!("a quota must trap");
+        };
+        assert_eq!(
+            crate::capabilities::testing::limit_trap(&trap),
+            crate::limits::LimitExceeded::Quota(quota)
+        );
     }
 
     #[test]

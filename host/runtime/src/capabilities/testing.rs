@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use berth_backends::ssh::{SshPool, Target};
+use berth_backends::ssh::{HostKey, SshPool, Target};
 
 use super::operation::RunContext;
 use super::ssh::ServerAccess;
@@ -20,7 +20,7 @@ use crate::bindings::operation::{
 };
 use crate::bindings::types::{Environment, Error, Operation, Role, RunInfo, Server, Stage};
 use crate::description::{ConfigKey, Description};
-use crate::grants::{Capability, Grant, Scope};
+use crate::grants::{Capability, EnvRef, Grant, Scope};
 use crate::invoke::Invocation;
 use crate::limits::{LimitExceeded, Limits};
 use crate::runlog::MemoryLog;
@@ -34,9 +34,24 @@ pub(crate) const LABEL: &str = "probe@1.0.0";
 pub(crate) const SCOPE: &str = "acme/shop/staging";
 pub(crate) const RUN_ID: &str = "run-1";
 
+/// The server the run's environment is on.
+pub(crate) const SERVER: &str = "web-1";
+
 /// The scope of the run's own environment.
 pub(crate) fn staging() -> Scope {
     Scope::environment("acme", "shop", "staging")
+}
+
+/// The narrowest scope `capability` is granted in for the run: its server for a server-wide
+/// capability, its environment otherwise.
+pub(crate) fn run_scope(capability: &str) -> Scope {
+    let env = EnvRef {
+        organization: "acme".into(),
+        project: "shop".into(),
+        environment: "staging".into(),
+        server: SERVER.into(),
+    };
+    Scope::of_run(&capability_of(capability), &env)
 }
 
 /// One invocation of [`PLUGIN`] being put together: what it declares, what it was granted, what
@@ -65,7 +80,7 @@ impl Run {
                 odoo_version: "17.0".into(),
                 branch: Some("main".into()),
                 server: Server {
-                    name: "web-1".into(),
+                    name: SERVER.into(),
                     host: "127.0.0.1".into(),
                     port: 22,
                 },
@@ -109,9 +124,11 @@ impl Run {
         self
     }
 
-    /// Declares `capability` and grants it for the run's environment.
+    /// Declares `capability` and grants it for the run's environment (its server, for a
+    /// server-wide capability).
     pub(crate) fn granted(self, capability: &str) -> Self {
-        self.declares(capability).grant_in(capability, staging())
+        self.declares(capability)
+            .grant_in(capability, run_scope(capability))
     }
 
     /// Grants `capability` to [`PLUGIN`] within `scope` (declared or not).
@@ -207,7 +224,7 @@ pub(crate) async fn assert_denied_without_grant<T: Debug>(
     mut attempt: impl AsyncFnMut(&mut RunState) -> Result<T, Fault>,
 ) {
     let declared_only = Run::lifecycle().declares(capability);
-    let granted_only = Run::lifecycle().grant_in(capability, staging());
+    let granted_only = Run::lifecycle().grant_in(capability, run_scope(capability));
     for (case, run) in [
         ("declared, not granted", declared_only),
         ("granted, not declared", granted_only),
@@ -232,13 +249,29 @@ pub(crate) async fn assert_denied_without_grant<T: Debug>(
 }
 
 /// Asserts that a grant of `capability` for another environment, another project or another
-/// plugin does not open the door of `call`, while an organization-wide grant does.
+/// plugin does not open the door of `call`, while an organization-wide grant does. A server-wide
+/// capability is opened by a grant for the run's server only: never by one for its environment or
+/// organization, nor for another server.
 pub(crate) async fn assert_other_scopes_do_not_count<T: Debug>(
     capability: &str,
     call: &str,
     mut attempt: impl AsyncFnMut(&mut RunState) -> Result<T, Fault>,
 ) {
-    let elsewhere = [
+    let server_wide = capability_of(capability).is_server_wide();
+    let mut elsewhere = vec![
+        ("another server", PLUGIN, Scope::server("acme", "web-2")),
+        (
+            "another organization's server",
+            PLUGIN,
+            Scope::server("globex", SERVER),
+        ),
+        ("another plugin", "other", run_scope(capability)),
+    ];
+    if server_wide {
+        elsewhere.push(("the run's own environment", PLUGIN, staging()));
+        elsewhere.push(("the organization", PLUGIN, Scope::organization("acme")));
+    }
+    elsewhere.extend([
         (
             "another environment",
             PLUGIN,
@@ -254,8 +287,7 @@ pub(crate) async fn assert_other_scopes_do_not_count<T: Debug>(
             PLUGIN,
             Scope::environment("globex", "shop", "staging"),
         ),
-        ("another plugin", "other", staging()),
-    ];
+    ]);
     for (case, plugin, scope) in elsewhere {
         let run = Run::lifecycle()
             .declares(capability)
@@ -269,18 +301,18 @@ pub(crate) async fn assert_other_scopes_do_not_count<T: Debug>(
         assert_eq!(records.len(), 1, "{call} ({case}): {records:?}");
         assert_record(&records[0], capability, call, false);
     }
-    let organization = Scope {
-        organization: "acme".into(),
-        project: None,
-        environment: None,
+    let covering = if server_wide {
+        run_scope(capability)
+    } else {
+        Scope::organization("acme")
     };
     let run = Run::lifecycle()
         .declares(capability)
-        .grant_in(capability, organization);
+        .grant_in(capability, covering.clone());
     let result = attempt(&mut run.state()).await;
     assert!(
         !matches!(result, Err(Fault::Guest(Error::Denied(_)))),
-        "{call}: an organization-wide grant covers the environment: {result:?}"
+        "{call}: a grant for {covering} covers the run: {result:?}"
     );
 }
 
@@ -315,14 +347,15 @@ pub(crate) fn server_access(
 ) -> ServerAccess {
     let key = dir.join("id_ed25519");
     berth_backends::ssh::generate_key(&key, "berth-test").expect("generate a test key");
-    let pool = SshPool::new(&key, &dir.join("known_hosts")).expect("open the test pool");
+    let pool = SshPool::new(&key).expect("open the test pool");
     ServerAccess {
         pool: Arc::new(pool),
         target: Target {
-            name: "web-1".into(),
+            name: SERVER.into(),
             host: "127.0.0.1".into(),
             port: 1,
             user: "berth".into(),
+            host_key: HostKey::first_contact_in_memory(),
         },
         database,
     }
