@@ -1,10 +1,12 @@
 //! The operator's routes (`/v1/operator/…`): what the platform team does for organizations and
 //! never an organization for itself — creating organizations, setting the capabilities an
-//! organization may grant its own plugins, lifting an environment's protection. Every handler
-//! takes the [`Operator`] extractor, which no organization's token passes.
+//! organization may grant its own plugins and deciding its requests for more, setting its upload
+//! quotas, lifting an environment's protection. Every handler takes the [`Operator`] extractor,
+//! which no organization's token passes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -87,4 +89,130 @@ pub(crate) async fn set_protected(
         .store
         .set_protected(env.organization_id, id, body.protected)?;
     Ok(Json(engine.store.environment_by_id(id)?))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RequestFilter {
+    /// `pending`, `approved` or `denied`; every request when absent.
+    status: Option<String>,
+}
+
+/// Every organization's grant requests, newest first (`?status=pending`: those waiting).
+pub(crate) async fn list_grant_requests(
+    State(engine): Shared,
+    _: Operator,
+    Query(filter): Query<RequestFilter>,
+) -> ApiResult<impl IntoResponse> {
+    let status = match filter.status.as_deref() {
+        Some(status) => Some(
+            status
+                .parse::<berth_state::GrantRequestStatus>()
+                .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Json(engine.store.grant_requests(None, status)?))
+}
+
+/// Approves a pending grant request: the grant it asked for holds from now on.
+pub(crate) async fn approve_grant_request(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    let (request, grant) = engine.store.approve_grant_request(id)?;
+    Ok(Json(json!({ "request": request, "grant": grant })))
+}
+
+#[derive(Deserialize, Default)]
+struct Denial {
+    /// Why, for the organization to read.
+    reason: Option<String>,
+}
+
+/// Denies a pending grant request; the body (`{"reason": …}`) is optional.
+pub(crate) async fn deny_grant_request(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let denial: Denial = if body.iter().all(u8::is_ascii_whitespace) {
+        Denial::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not a denial: {e}")))?
+    };
+    if denial.reason.as_ref().is_some_and(|r| r.len() > 1000) {
+        return Err(ApiError::bad_request("reason: at most 1000 characters"));
+    }
+    Ok(Json(
+        engine
+            .store
+            .deny_grant_request(id, denial.reason.as_deref())?,
+    ))
+}
+
+/// Sets organization `id`'s upload quotas; a field left out (or `null`) is the default.
+pub(crate) async fn set_upload_quota(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+    Json(quota): Json<berth_state::UploadQuota>,
+) -> ApiResult<impl IntoResponse> {
+    engine.store.set_upload_quota(id, &quota)?;
+    Ok(Json(upload_quota(&engine, id)?))
+}
+
+pub(crate) async fn get_upload_quota(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    engine.store.organization(id)?;
+    Ok(Json(upload_quota(&engine, id)?))
+}
+
+/// The quotas in force for organization `id`, and what the operator set (`null`: the default).
+fn upload_quota(engine: &berth_engine::Engine, id: i64) -> ApiResult<serde_json::Value> {
+    Ok(json!({
+        "organization_id": id,
+        "limits": engine.upload_limits(id)?,
+        "set": engine.store.upload_quota(id)?,
+    }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RunLimit {
+    /// `null` gives the organization the platform's default back.
+    concurrent_runs: Option<u32>,
+}
+
+/// How many runs organization `id` may run at once; more wait in the queue.
+pub(crate) async fn set_run_limit(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+    Json(body): Json<RunLimit>,
+) -> ApiResult<impl IntoResponse> {
+    engine.store.set_concurrent_runs(id, body.concurrent_runs)?;
+    run_limit(&engine, id)
+}
+
+pub(crate) async fn get_run_limit(
+    State(engine): Shared,
+    _: Operator,
+    Path(id): Path<i64>,
+) -> ApiResult<impl IntoResponse> {
+    engine.store.organization(id)?;
+    run_limit(&engine, id)
+}
+
+fn run_limit(engine: &berth_engine::Engine, id: i64) -> ApiResult<Json<serde_json::Value>> {
+    let own = engine.store.concurrent_runs(id)?;
+    Ok(Json(json!({
+        "organization_id": id,
+        "concurrent_runs": own.unwrap_or(engine.run_limits().per_organization),
+        "default": own.is_none(),
+    })))
 }

@@ -13,8 +13,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use berth_engine::Engine;
+use berth_engine::grants::GrantOutcome;
 use berth_runtime::{Operation, RunInputs};
-use berth_state::{NewEnvironment, NewGrant, NewRepository, NewServer, RepositoryLevel};
+use berth_state::{NewEnvironment, NewGrantRequest, NewRepository, NewServer, RepositoryLevel};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,6 +36,7 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         .route("/v1/ssh-keys/{name}", get(get_ssh_key))
         .route("/v1/servers", post(create_server).get(list_servers))
         .route("/v1/servers/{id}", get(get_server))
+        .route("/v1/servers/{id}/host-key", put(set_host_key))
         .route("/v1/projects", post(create_project).get(list_projects))
         .route("/v1/projects/{id}", get(get_project))
         .route(
@@ -67,6 +69,7 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         )
         .route("/v1/plugins", post(upload_plugin).get(list_plugins))
         .route("/v1/grants", post(add_grant))
+        .route("/v1/grant-requests", get(list_grant_requests))
         .route(
             "/v1/operator/organizations",
             post(crate::operator::create_organization),
@@ -74,6 +77,26 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
         .route(
             "/v1/operator/organizations/{id}/grant-ceiling",
             put(crate::operator::set_grant_ceiling).get(crate::operator::get_grant_ceiling),
+        )
+        .route(
+            "/v1/operator/organizations/{id}/upload-quota",
+            put(crate::operator::set_upload_quota).get(crate::operator::get_upload_quota),
+        )
+        .route(
+            "/v1/operator/grant-requests",
+            get(crate::operator::list_grant_requests),
+        )
+        .route(
+            "/v1/operator/grant-requests/{id}/approve",
+            post(crate::operator::approve_grant_request),
+        )
+        .route(
+            "/v1/operator/grant-requests/{id}/deny",
+            post(crate::operator::deny_grant_request),
+        )
+        .route(
+            "/v1/operator/organizations/{id}/run-limit",
+            put(crate::operator::set_run_limit).get(crate::operator::get_run_limit),
         )
         .route(
             "/v1/operator/environments/{id}/protected",
@@ -137,7 +160,34 @@ async fn create_server(
 ) -> ApiResult<impl IntoResponse> {
     engine.public_key(org, &new.ssh_key)?;
     engine.check_server_host(&new.host)?;
+    if let Some(key) = &new.host_key {
+        engine.check_host_key(key)?;
+    }
     Ok(created(engine.store.create_server(org, new)?))
+}
+
+#[derive(Deserialize)]
+struct HostKeyPin {
+    /// The OpenSSH public key line the server must offer; `null` pins the next contact's key.
+    host_key: Option<String>,
+}
+
+/// Replaces a server's pinned host key (a server rebuilt on purpose): every connection is checked
+/// against the pin, and a changed key is refused until its organization says so here.
+async fn set_host_key(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+    Json(pin): Json<HostKeyPin>,
+) -> ApiResult<impl IntoResponse> {
+    if let Some(key) = &pin.host_key {
+        engine.check_host_key(key)?;
+    }
+    Ok(Json(engine.store.set_host_key(
+        org,
+        id,
+        pin.host_key.as_deref(),
+    )?))
 }
 
 async fn list_servers(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
@@ -313,11 +363,7 @@ async fn upload_plugin(
     Org(org): Org,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let record = engine
-        .plugins
-        .upload(&engine.store, &engine.runtime, org, &body)
-        .await?;
-    Ok(created(record))
+    Ok(created(engine.upload_plugin(org, &body).await?))
 }
 
 async fn list_plugins(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
@@ -325,40 +371,41 @@ async fn list_plugins(State(engine): Shared, Org(org): Org) -> ApiResult<impl In
 }
 
 #[derive(Deserialize)]
-struct GrantRequest {
+struct GrantBody {
     plugin: String,
     capability: String,
     /// The environment the grant covers; the whole organization when absent.
     environment_id: Option<i64>,
+    /// The server a server-wide capability (`ssh.*`) is granted for: its only scope.
+    server_id: Option<i64>,
 }
 
+/// Within the organization's ceiling, the grant (201); beyond it, a request the operator decides
+/// (202 with the request).
 async fn add_grant(
     State(engine): Shared,
     Org(org): Org,
-    Json(request): Json<GrantRequest>,
-) -> ApiResult<impl IntoResponse> {
-    if !engine.plugins.is_uploaded(org, &request.plugin) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("the organization has no plugin named {:?}", request.plugin),
-        ));
-    }
+    Json(request): Json<GrantBody>,
+) -> ApiResult<axum::response::Response> {
     if let Err(e) = request.capability.parse::<berth_runtime::Capability>() {
         return Err(ApiError::bad_request(e.to_string()));
     }
-    engine.check_grant(org, &request.capability)?;
-    let (project_id, environment_id) = match request.environment_id {
-        Some(env) => (None, Some(engine.store.environment(org, env)?.id)),
-        None => (None, None),
-    };
-    let grant = engine.store.add_grant(NewGrant {
+    let outcome = engine.ask_grant(NewGrantRequest {
+        organization_id: org,
         plugin: request.plugin,
         capability: request.capability,
-        organization_id: Some(org),
-        project_id,
-        environment_id,
+        environment_id: request.environment_id,
+        server_id: request.server_id,
     })?;
-    Ok(created(grant))
+    Ok(match outcome {
+        GrantOutcome::Granted(grant) => created(grant).into_response(),
+        GrantOutcome::Requested(request) => (StatusCode::ACCEPTED, Json(request)).into_response(),
+    })
+}
+
+/// The organization's grant requests (newest first), pending and decided.
+async fn list_grant_requests(State(engine): Shared, Org(org): Org) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.grant_requests(Some(org), None)?))
 }
 
 // ---- deploys and runs ------------------------------------------------------------------------

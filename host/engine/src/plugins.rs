@@ -71,13 +71,16 @@ impl Plugins {
     }
 
     /// Validates and installs a hook plugin uploaded by organization `org_id`, replacing its
-    /// previous version of the same name.
+    /// previous version of the same name; a new name is refused (`Limited`) when the organization
+    /// keeps `max_plugins` already. The organization's upload quotas are the caller's
+    /// ([`Engine::upload_plugin`](crate::Engine::upload_plugin)).
     pub async fn upload(
         &self,
         store: &Store,
         runtime: &Runtime,
         org_id: i64,
         bytes: &[u8],
+        max_plugins: u32,
     ) -> Result<PluginRecord, EngineError> {
         let plugin = runtime
             .load(bytes)
@@ -97,6 +100,18 @@ impl Plugins {
                 description.name
             )));
         }
+        // Counted and installed under the lock, so that parallel uploads cannot both take the
+        // last place.
+        let mut uploaded = self.uploaded.write().unwrap_or_else(|p| p.into_inner());
+        let kept = uploaded.get(&org_id).map_or(&[][..], Vec::as_slice);
+        let replaces = kept.iter().any(|p| p.name() == description.name);
+        if !replaces && kept.len() >= max_plugins as usize {
+            return Err(EngineError::Limited(format!(
+                "plugin quota: the organization keeps {} plugin(s), its maximum ({max_plugins}); \
+                 upload a new version of one of them, or ask the operator to raise it",
+                kept.len()
+            )));
+        }
         // One file per content, so a record always names the exact bytes it was checked as.
         let dir = self.upload_dir.join(format!("org-{org_id}"));
         let path = dir.join(format!("{}-{}.wasm", description.name, plugin.hash()));
@@ -112,7 +127,6 @@ impl Plugins {
             path: path.display().to_string(),
             enabled: true,
         })?;
-        let mut uploaded = self.uploaded.write().unwrap();
         let list = uploaded.entry(org_id).or_default();
         list.retain(|p| p.name() != description.name);
         list.push(Arc::new(plugin));

@@ -66,6 +66,43 @@ fn a_mirror_fetches_resolves_and_diffs() {
     mirrors.fetch(&url).unwrap();
 }
 
+/// What a push may deploy: a commit its branch reaches (the head or an ancestor), never one of
+/// another branch or one the repository does not hold (a fork's).
+#[test]
+fn a_branch_reaches_its_own_commits_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, first, second) = repository(dir.path());
+    let repo = dir.path().join("origin");
+    git(&repo, &["checkout", "-q", "-b", "feature"]);
+    std::fs::write(repo.join("feature.txt"), "elsewhere\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "feature"]);
+    let feature = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["checkout", "-q", "main"]);
+    let mirrors = Mirrors::new(&dir.path().join("mirrors")).unwrap();
+    mirrors.fetch(&url).unwrap();
+    assert!(mirrors.reaches(&url, "main", &second).unwrap(), "the head");
+    assert!(
+        mirrors.reaches(&url, "main", &first).unwrap(),
+        "an ancestor"
+    );
+    assert!(
+        !mirrors.reaches(&url, "main", &feature).unwrap(),
+        "another branch"
+    );
+    assert!(mirrors.reaches(&url, "feature", &feature).unwrap());
+    let absent = "0123456789abcdef0123456789abcdef01234567";
+    assert!(
+        !mirrors.reaches(&url, "main", absent).unwrap(),
+        "not in the repository"
+    );
+    assert!(matches!(
+        mirrors.reaches(&url, "main", &second[..12]),
+        Err(GitError::Invalid(_))
+    ));
+    assert!(mirrors.reaches(&url, "no-such-branch", &second).is_err());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_tree_is_exported_to_the_server_without_git_there() {
     let dir = tempfile::tempdir().unwrap();

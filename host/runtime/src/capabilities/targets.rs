@@ -1,5 +1,6 @@
 //! `targets`: the organization's storage targets, for lifecycles (backup, restore). Capability
-//! `targets`. Each call is brokered: the host invokes the target's storage-backend plugin — a
+//! `targets` (every target of the organization) or `targets:<target>` (that one only): the door
+//! checks the target each call names. Each call is brokered: the host invokes the target's storage-backend plugin — a
 //! separate sandbox with its own grant, holding the provider logic — and hands it the blob by
 //! handle. The lifecycle never sees a credential, an endpoint or the provider's code; the backend
 //! never sees the environment's server. Blobs move between the two stores host-side, so a stream
@@ -15,7 +16,7 @@ use crate::bindings::Fault;
 use crate::bindings::targets::Host;
 use crate::bindings::types::{Error, ObjectInfo, Role};
 use crate::engine::Runtime;
-use crate::grants::Capability;
+use crate::grants::{Capability, is_name};
 use crate::invoke::{Invocation, InvokeError};
 use crate::plugin::Plugin;
 use crate::roles::{StorageAnswer, StorageRequest};
@@ -68,15 +69,20 @@ async fn send(
 }
 
 impl RunState {
-    /// The door of every `targets` call: the grant, the run's targets, the one named.
+    /// The door of every `targets` call: the grant for the target named, the run's targets, the
+    /// one named.
     fn target_backend(
         &mut self,
         call: &str,
         target: &str,
         key: Option<&str>,
     ) -> Result<(Arc<Runtime>, TargetBackend), Fault> {
+        if !is_name(target) {
+            self.charge()?;
+            return Err(Error::invalid(format!("{call}: {target:?} is not a target name")).into());
+        }
         let targets = self.gate_lent::<Targets>(
-            &Capability::TARGETS,
+            &Capability::storage_target(target),
             call,
             "this run has no storage targets",
         )?;
@@ -274,6 +280,33 @@ mod tests {
         assert!(matches!(testing::guest_error(own), Error::NotFound(_)));
     }
 
+    /// The `targets` grant reached every target of the organization: granted for one target, a
+    /// hook reaches that one and no other, and the denial is on record under the target's name.
+    #[tokio::test]
+    async fn a_grant_for_one_target_reaches_no_other() {
+        let targets = Targets {
+            runtime: Arc::new(Runtime::new(RuntimeOptions::default()).unwrap()),
+            backends: Default::default(),
+        };
+        let run = Run::hook()
+            .declares("targets")
+            .grant_in("targets:offsite", testing::staging())
+            .lend(Arc::new(targets));
+        let mut state = run.state();
+        let other = targets::Host::check(&mut state, "archive".into()).await;
+        match testing::guest_error(other) {
+            Error::Denied(m) => assert!(m.contains("`targets:archive`"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let records = run.audited();
+        testing::assert_record(&records[0], "targets:archive", "targets.check", false);
+        // The granted one passes the door (and then there is no such target here).
+        let own = targets::Host::check(&mut state, "offsite".into()).await;
+        assert!(matches!(testing::guest_error(own), Error::NotFound(_)));
+        let bad = targets::Host::check(&mut state, "../offsite".into()).await;
+        assert!(matches!(testing::guest_error(bad), Error::Invalid(_)));
+    }
+
     #[tokio::test]
     async fn a_refused_put_leaves_the_plugins_stream_unread() {
         let run = Run::lifecycle().declares("targets");
@@ -292,25 +325,28 @@ mod tests {
         );
     }
 
+    /// Each call is checked against the target it names (`offsite` here), and recorded so.
+    const OFFSITE: &str = "targets:offsite";
+
     #[tokio::test]
     async fn a_call_without_the_grant_is_denied_and_audited() {
-        testing::assert_denied_without_grant("targets", "targets.check", check).await;
-        testing::assert_denied_without_grant("targets", "targets.put", put).await;
-        testing::assert_denied_without_grant("targets", "targets.get", get).await;
+        testing::assert_denied_without_grant(OFFSITE, "targets.check", check).await;
+        testing::assert_denied_without_grant(OFFSITE, "targets.put", put).await;
+        testing::assert_denied_without_grant(OFFSITE, "targets.get", get).await;
     }
 
     #[tokio::test]
     async fn a_grant_for_another_scope_does_not_count() {
-        testing::assert_other_scopes_do_not_count("targets", "targets.check", check).await;
-        testing::assert_other_scopes_do_not_count("targets", "targets.put", put).await;
+        testing::assert_other_scopes_do_not_count(OFFSITE, "targets.check", check).await;
+        testing::assert_other_scopes_do_not_count(OFFSITE, "targets.put", put).await;
     }
 
     #[tokio::test]
     async fn a_run_without_storage_targets_answers_unsupported() {
         let missing = "this run has no storage targets";
-        testing::assert_unsupported_when_nothing_lent("targets", "targets.check", missing, check)
+        testing::assert_unsupported_when_nothing_lent(OFFSITE, "targets.check", missing, check)
             .await;
-        testing::assert_unsupported_when_nothing_lent("targets", "targets.get", missing, get).await;
+        testing::assert_unsupported_when_nothing_lent(OFFSITE, "targets.get", missing, get).await;
     }
 
     #[tokio::test]
