@@ -10,6 +10,12 @@
 //! exist). A delivery is accepted once: one sent again (the same `X-GitHub-Delivery` or
 //! `X-Gitlab-Event-UUID`, as a sender's redelivery or a replayed capture is) answers `200` with
 //! `duplicate` and starts nothing. Bodies up to 25 MB are read, as GitHub sends.
+//!
+//! The commit a push names (`after`) is the sender's word: the run it starts fetches the
+//! repository and checks that the tracked branch reaches that commit before anything else, and
+//! fails naming it otherwise (a commit of another branch or of a fork is never deployed). The
+//! check belongs to the run, not to this handler, so that a fetch never holds up the answer and a
+//! push that waits in the queue is checked when it runs.
 
 use std::sync::Arc;
 
@@ -164,17 +170,18 @@ fn push(
         commit: commit.to_string(),
         source: source.to_string(),
     });
-    let run = engine.start(
+    // While the environment is busy, the push waits as one follow-up run: a later push updates
+    // it (`coalesced`) instead of queueing another or being refused.
+    let queued = engine.queue(
         env.organization_id,
         env.id,
         Operation::AutoDeploy,
         source,
-        inputs,
+        |_| inputs,
     )?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(serde_json::to_value(run).unwrap_or(Value::Null)),
-    ))
+    let mut answer = serde_json::to_value(queued.run()).unwrap_or(Value::Null);
+    answer["coalesced"] = matches!(queued, berth_state::Queued::Coalesced(_)).into();
+    Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
 /// The project repository of `env` the push is about, by name: the one whose URL the payload

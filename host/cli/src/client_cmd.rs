@@ -51,8 +51,20 @@ pub enum ServerCommand {
         /// The organization's SSH key that logs in to it (`berth key create NAME`).
         #[arg(long)]
         ssh_key: String,
+        /// The host key it must offer (an OpenSSH public key line, e.g. from
+        /// `/etc/ssh/ssh_host_ed25519_key.pub`); without it, the first connection's key is pinned.
+        #[arg(long)]
+        host_key: Option<String>,
     },
     List,
+    /// Replace a server's pinned host key, after rebuilding it on purpose.
+    HostKey {
+        id: i64,
+        /// The new key (an OpenSSH public key line); without it, the next connection's key is
+        /// pinned.
+        #[arg(long)]
+        key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,9 +246,18 @@ pub async fn server(api: &Api, command: ServerCommand) -> anyhow::Result<ExitCod
             port,
             user,
             ssh_key,
+            host_key,
         } => {
-            let body = json!({ "name": name, "host": host, "port": port, "user": user, "ssh_key": ssh_key });
+            let body = json!({ "name": name, "host": host, "port": port, "user": user,
+                               "ssh_key": ssh_key, "host_key": host_key });
             let v = api.call(Method::POST, "/v1/servers", Some(body)).await?;
+            api.print(&v, named("server"));
+        }
+        ServerCommand::HostKey { id, key } => {
+            let path = format!("/v1/servers/{id}/host-key");
+            let v = api
+                .call(Method::PUT, &path, Some(json!({ "host_key": key })))
+                .await?;
             api.print(&v, named("server"));
         }
         ServerCommand::List => {

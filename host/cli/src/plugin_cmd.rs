@@ -212,8 +212,6 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         Ok(dir) => dir,
         Err(err) => return fail(EXIT_FAILED, format!("cannot create a workspace: {err}")),
     };
-    let env = &event.run.environment;
-    let scope = Scope::environment(&env.organization, &env.project, &env.name);
     let audit = Arc::new(MemoryAudit::default());
     let mut limits = Limits::default();
     if let Some(timeout) = args.timeout {
@@ -231,19 +229,22 @@ async fn run_hook(args: RunArgs) -> ExitCode {
         }
         limits.memory = memory;
     }
-    let grants: Vec<Grant> = grants
-        .into_iter()
-        .map(|capability| Grant {
-            plugin: d.name.clone(),
-            capability,
-            scope: scope.clone(),
-        })
-        .collect();
     let workspace = args
         .workspace
         .clone()
         .unwrap_or_else(|| scratch.path().to_path_buf());
-    let invocation = Invocation::new(event.run.clone())
+    let invocation = Invocation::new(event.run.clone());
+    // Each grant for the event's run: its server for a server-wide capability.
+    let env = invocation.env_ref();
+    let grants: Vec<Grant> = grants
+        .into_iter()
+        .map(|capability| Grant {
+            plugin: d.name.clone(),
+            scope: Scope::of_run(&capability, &env),
+            capability,
+        })
+        .collect();
+    let invocation = invocation
         .grants(grants)
         .audit(audit.clone() as Arc<dyn AuditSink>)
         .log(Arc::new(StderrLog))

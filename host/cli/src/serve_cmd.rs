@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use berth_backends::egress::{EgressPolicy, Network};
+use berth_engine::queue::DEFAULT_RUN_LIMITS;
 use berth_engine::{Engine, EngineConfig, Plugins};
 use berth_runtime::{Runtime, RuntimeOptions};
-use berth_state::{NewRepository, RepositoryLevel, Store};
+use berth_state::{NewRepository, RepositoryLevel, RunLimits, Store};
 use clap::Args;
 
 #[derive(Args)]
@@ -40,6 +41,13 @@ pub struct ServeArgs {
     /// refused otherwise.
     #[arg(long = "egress-allow", value_name = "CIDR")]
     egress_allow: Vec<Network>,
+    /// How many runs the control plane runs at once; more wait in the queue.
+    #[arg(long, default_value_t = DEFAULT_RUN_LIMITS.total, value_parser = clap::value_parser!(u32).range(1..))]
+    max_runs: u32,
+    /// How many runs one organization runs at once, unless the operator set its own limit
+    /// (`PUT /v1/operator/organizations/{id}/limits`).
+    #[arg(long, default_value_t = DEFAULT_RUN_LIMITS.per_organization, value_parser = clap::value_parser!(u32).range(1..))]
+    max_runs_per_organization: u32,
     /// How the control plane logs to standard error: `human` lines, or `json` (one object per
     /// line, with the run, step, organization, project and environment of each). `RUST_LOG`
     /// filters (default `info`).
@@ -77,6 +85,7 @@ pub async fn engine(
     data: &Path,
     plugins: &Path,
     egress: EgressPolicy,
+    runs: RunLimits,
 ) -> anyhow::Result<Arc<Engine>> {
     let store = Arc::new(open_store(data)?);
     let runtime = Arc::new(Runtime::new(RuntimeOptions {
@@ -92,6 +101,7 @@ pub async fn engine(
     let config = EngineConfig {
         data_dir: data.to_path_buf(),
         egress,
+        runs,
     };
     Ok(Engine::new(store, runtime, plugins, config).await?)
 }
@@ -114,7 +124,11 @@ async fn serve_inner(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         EgressPolicy::allowing(args.egress_allow.clone())
     };
-    let engine = engine(data, &args.plugins, egress).await?;
+    let runs = RunLimits {
+        total: args.max_runs,
+        per_organization: args.max_runs_per_organization,
+    };
+    let engine = engine(data, &args.plugins, egress, runs).await?;
     first_start(&engine.store, data)?;
     let names: Vec<String> = engine
         .plugins

@@ -9,7 +9,8 @@
 //! - A restore replaces all current data: [`Engine::start_restore`] demands an explicit
 //!   confirmation, and the environment's name typed back when it is protected. It restores a
 //!   recorded backup, or any object of a target (an Odoo or Odoo.sh archive, a custom-format dump).
-//! - [`scheduler`] starts the scheduled backups of every policy that is due.
+//! - [`scheduler`] starts the scheduled backups of every policy that is due, and runs the
+//!   [housekeeping](crate::housekeeping) at the same pace.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use berth_contract::{backup_key, facts};
 use berth_runtime::settings::Secret;
 use berth_runtime::{
     BackupInputs, Capability, Grant, Invocation, Limits, Operation, RecordedBackup, RestoreInputs,
-    Retention, Role, RunInputs, StorageTarget, StorageTargets, TargetBackend, Targets,
+    Retention, Role, RunInputs, StorageTarget, StorageTargets, TargetBackend, Targets, Workspace,
 };
 use berth_state::{Backup, NewBackup, Run, StateError};
 
@@ -88,17 +89,24 @@ pub(crate) fn targets_for(
                     settings: target.settings.clone(),
                     user: target.user.clone(),
                     secret: Secret::new(secret),
+                    host_key: engine.host_key(
+                        target.host_key.clone(),
+                        crate::PinOn::StorageTarget(target.id),
+                    ),
                 },
             )]),
-            known_hosts: engine.known_hosts.clone(),
         };
-        // The backend runs within the same run (its log, its audit) but is lent only the target.
-        let invocation = Invocation::new(base.run.clone())
+        // The backend runs within the same run (its log, its audit) but is lent only the target,
+        // and the run's workspace for the blobs it keeps (without `files`, it cannot read it).
+        let mut invocation = Invocation::new(base.run.clone())
             .audit(base.audit.clone())
             .log(base.log.clone())
             .grants(grants)
             .limits(Limits::step())
             .lend(Arc::new(storage));
+        if let Some(workspace) = base.lent::<Workspace>() {
+            invocation = invocation.lend(workspace);
+        }
         backends.insert(target.name, TargetBackend { plugin, invocation });
     }
     Ok(Targets {
@@ -161,14 +169,15 @@ impl Engine {
             weekly: p.keep_weekly,
             monthly: p.keep_monthly,
         });
-        self.start_with(org_id, env_id, Operation::Backup, trigger, |run_id| {
+        let queued = self.queue(org_id, env_id, Operation::Backup, trigger, |run_id| {
             RunInputs::Backup(BackupInputs {
                 target: target.to_string(),
                 key: backup_key::format(&project.name, &env.name, run_id, berth_state::now_ms()),
                 prefix: backup_key::prefix(&project.name, &env.name),
                 retention,
             })
-        })
+        })?;
+        Ok(queued.run().clone())
     }
 
     /// Starts a restore from `source` into environment `env_id`, replacing all its data: refused
@@ -236,8 +245,9 @@ impl Engine {
     }
 }
 
-/// Starts the scheduled backups that are due, every `tick`, for as long as the engine lives. A
-/// backup refused because the environment is busy is tried again on a later tick.
+/// Starts the scheduled backups that are due, then tidies up (see [`crate::housekeeping`]), every
+/// `tick`, for as long as the engine lives. A backup refused because the environment is busy is
+/// tried again on a later tick.
 pub fn scheduler(engine: &Arc<Engine>, tick: Duration) -> tokio::task::JoinHandle<()> {
     let weak = Arc::downgrade(engine);
     tokio::spawn(async move {
@@ -248,6 +258,7 @@ pub fn scheduler(engine: &Arc<Engine>, tick: Duration) -> tokio::task::JoinHandl
             if let Err(e) = start_due(&engine) {
                 tracing::error!("backup scheduler: {e}");
             }
+            crate::housekeeping::tidy(engine).await;
         }
     })
 }

@@ -9,12 +9,19 @@
 //! start and marks it interrupted at the step it was on: never "running" forever.
 //!
 //! - [`plugins`]: the platform's default plugins and each organization's uploaded hook plugins;
+//! - [`grants`], [`quotas`]: what an organization may give its plugins and upload;
 //! - [`context`]: what a run lends its plugins (settings, repositories, facts, sinks into the state);
-//! - [`run`]: the step loop.
+//! - [`run`]: the step loop;
+//! - [`housekeeping`]: what keeps runs' leftovers, mirrors and workspaces from growing for ever.
 
 pub mod backups;
 pub mod context;
+pub mod grants;
+pub mod housekeeping;
 pub mod plugins;
+mod pushed;
+pub mod queue;
+pub mod quotas;
 pub mod run;
 
 use std::collections::HashMap;
@@ -23,11 +30,10 @@ use std::sync::{Arc, Mutex};
 
 use berth_backends::egress::{EgressPolicy, authority_host};
 use berth_backends::git::Mirrors;
-use berth_backends::ssh::SshPool;
-use berth_runtime::{RunInputs, Runtime};
-use berth_state::{Run, RunStatus, StateError, Store};
+use berth_backends::ssh::{HostKey, PinRecord, SshPool};
+use berth_runtime::Runtime;
+use berth_state::{RunLimits, StateError, Store};
 use tokio::sync::{Notify, broadcast};
-use tracing::Instrument;
 
 pub use berth_runtime::Operation;
 pub use plugins::Plugins;
@@ -99,15 +105,18 @@ pub enum EngineError {
 /// Where the engine keeps its files, and how it reaches servers.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Run workspaces, repository mirrors, known hosts, uploaded plugins.
+    /// Run workspaces, repository mirrors, SSH keys, uploaded plugins.
     pub data_dir: PathBuf,
     /// Where the control plane may connect for a tenant (repositories, servers, storage
     /// endpoints): public addresses only, or also the ranges the operator opened.
     pub egress: EgressPolicy,
+    /// How many runs may run at once ([`queue::DEFAULT_RUN_LIMITS`] unless the operator says
+    /// otherwise; the operator may also raise one organization's share).
+    pub runs: RunLimits,
 }
 
 /// The live side of a run: its event stream and its cancel signal.
-struct Live {
+pub(crate) struct Live {
     events: broadcast::Sender<berth_state::Event>,
     cancel: Arc<Notify>,
 }
@@ -116,11 +125,10 @@ pub struct Engine {
     pub store: Arc<Store>,
     pub runtime: Arc<Runtime>,
     pub plugins: Plugins,
-    config: EngineConfig,
+    pub(crate) config: EngineConfig,
     mirrors: Arc<Mirrors>,
-    known_hosts: PathBuf,
     pools: Mutex<HashMap<PathBuf, Arc<SshPool>>>,
-    live: Mutex<HashMap<i64, Live>>,
+    pub(crate) live: Mutex<HashMap<i64, Live>>,
     /// Live event streams open per organization.
     streams: Arc<Mutex<HashMap<i64, usize>>>,
 }
@@ -169,87 +177,19 @@ impl Engine {
             );
         }
         plugins.load_uploaded(&store, &runtime).await;
-        Ok(Arc::new(Engine {
+        let engine = Arc::new(Engine {
             store,
             runtime,
             plugins,
-            known_hosts: config.data_dir.join("known_hosts"),
             config,
             mirrors: Arc::new(mirrors),
             pools: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             streams: Arc::default(),
-        }))
-    }
-
-    /// Starts `operation` on environment `env_id` of organization `org_id`: the run is created (or
-    /// refused with `busy` when one is in progress) and executed in the background.
-    pub fn start(
-        self: &Arc<Self>,
-        org_id: i64,
-        env_id: i64,
-        operation: Operation,
-        trigger: &str,
-        inputs: RunInputs,
-    ) -> Result<Run, EngineError> {
-        self.start_with(org_id, env_id, operation, trigger, |_| inputs)
-    }
-
-    /// [`Engine::start`], with inputs that may name the run (a backup's key does).
-    pub(crate) fn start_with(
-        self: &Arc<Self>,
-        org_id: i64,
-        env_id: i64,
-        operation: Operation,
-        trigger: &str,
-        inputs: impl FnOnce(i64) -> RunInputs,
-    ) -> Result<Run, EngineError> {
-        self.store.environment(org_id, env_id)?;
-        let facts = serde_json::json!({});
-        let run = self
-            .store
-            .create_run(env_id, operation.as_str(), trigger, facts)?;
-        let (events, _) = broadcast::channel(1024);
-        let cancel = Arc::new(Notify::new());
-        self.live.lock().unwrap().insert(
-            run.id,
-            Live {
-                events,
-                cancel: cancel.clone(),
-            },
-        );
-        let engine = self.clone();
-        let run_id = run.id;
-        let inputs = inputs(run_id);
-        tokio::spawn(async move {
-            // The run in its own task, so that even a panic (a bug) ends the run as failed instead
-            // of leaving the environment busy forever.
-            let worker = engine.clone();
-            let span = tracing::info_span!(
-                "run",
-                run = run_id,
-                %operation,
-                organization = tracing::field::Empty,
-                project = tracing::field::Empty,
-                environment = tracing::field::Empty,
-            );
-            let outcome = tokio::spawn(
-                async move { run::execute(&worker, run_id, operation, inputs, cancel).await }
-                    .instrument(span.clone()),
-            )
-            .await;
-            if let Err(e) = outcome {
-                let error = format!("the control plane failed during the run: {e}");
-                span.in_scope(|| tracing::error!("{error}"));
-                run::finish(&engine, run_id, RunStatus::Failed, Some(&error));
-            }
-            engine
-                .live
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&run_id);
         });
-        Ok(run)
+        // Runs that waited while no control plane was up start now.
+        engine.dispatch();
+        Ok(engine)
     }
 
     /// Live events of a run in progress (`None` once it finished: read them from the store).
@@ -278,19 +218,6 @@ impl Engine {
             org_id,
             streams: self.streams.clone(),
         })
-    }
-
-    /// Asks a run to stop: the step in progress is abandoned and no later step runs.
-    pub fn cancel(&self, run_id: i64) -> Result<bool, EngineError> {
-        self.store.request_cancel(run_id)?;
-        let live = self.live.lock().unwrap();
-        match live.get(&run_id) {
-            Some(live) => {
-                live.cancel.notify_one();
-                Ok(true)
-            }
-            None => Ok(false),
-        }
     }
 
     /// Persists an event of run `run_id` and sends it to its live subscribers.
@@ -345,14 +272,25 @@ impl Engine {
         })
     }
 
+    /// The host key a server (or an SFTP storage target's server) must offer: `pinned` on its
+    /// record, or — before the first contact — the record to pin the key it offers then. Each
+    /// record has its own pin, so no organization's server inherits another's.
+    pub(crate) fn host_key(&self, pinned: Option<String>, on: PinOn) -> HostKey {
+        HostKey::pinned_or(pinned, || {
+            Arc::new(StatePin {
+                store: self.store.clone(),
+                on,
+            })
+        })
+    }
+
     /// The SSH pool for a private key (one per key the servers use).
     fn pool(&self, key: &std::path::Path) -> Result<Arc<SshPool>, EngineError> {
         let mut pools = self.pools.lock().unwrap();
         if let Some(pool) = pools.get(key) {
             return Ok(pool.clone());
         }
-        let pool =
-            SshPool::new(key, &self.known_hosts).map(|p| p.with_egress(self.config.egress.clone()));
+        let pool = SshPool::new(key).map(|p| p.with_egress(self.config.egress.clone()));
         let pool = Arc::new(pool.map_err(|source| {
             EngineError::SshKey {
                 key: key
@@ -381,6 +319,13 @@ impl Engine {
             .egress
             .check_host(host)
             .map_err(|e| EngineError::Invalid(format!("server host: {e}")))
+    }
+
+    /// Refuses a host key pin that is not an OpenSSH public key line (`ssh-ed25519 AAAA…`).
+    pub fn check_host_key(&self, key: &str) -> Result<(), EngineError> {
+        berth_backends::ssh::host_key_fingerprint(key)
+            .map(|_| ())
+            .map_err(|e| EngineError::Invalid(format!("host key: {e}")))
     }
 
     /// Refuses a storage target whose `endpoint` or `host` setting the egress policy refuses.
@@ -413,24 +358,47 @@ impl Engine {
         }))
     }
 
-    /// Refuses a grant above the organization's ceiling: beyond it, only the operator decides.
-    pub fn check_grant(&self, org_id: i64, capability: &str) -> Result<(), EngineError> {
-        let ceiling = self.grant_ceiling(org_id)?;
-        let covered = ceiling
-            .iter()
-            .any(|c| c == capability || (c == "secret:*" && capability.starts_with("secret:")));
-        if covered {
-            return Ok(());
+    /// Whether organization `org_id` may grant `capability` itself: its ceiling names it, or
+    /// names its plain form (`targets` covers `targets:offsite`; `secret:*` every secret).
+    /// Beyond it, a grant is a request the operator decides (see [`grants`]).
+    pub fn within_ceiling(&self, org_id: i64, capability: &str) -> Result<bool, EngineError> {
+        let wanted = capability.parse::<berth_runtime::Capability>().ok();
+        Ok(self.grant_ceiling(org_id)?.iter().any(|c| {
+            c == capability
+                || (c == "secret:*" && capability.starts_with("secret:"))
+                || matches!(
+                    (c.parse::<berth_runtime::Capability>(), &wanted),
+                    (Ok(ceiling), Some(wanted)) if ceiling.covers(wanted)
+                )
+        }))
+    }
+
+    /// Refuses a grant of `capability` in a scope it does not fit. A server-wide capability
+    /// (`ssh.exec`, `ssh.shell`, `ssh.files`: they act as the server's SSH user, so they reach
+    /// every environment on the server) is granted for one server only — never for an
+    /// environment, a project or the organization, where it would be a server's power presented
+    /// as an environment's; any other capability is never granted for a server.
+    pub fn check_grant_scope(&self, capability: &str, for_server: bool) -> Result<(), EngineError> {
+        let parsed = capability
+            .parse::<berth_runtime::Capability>()
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        match (parsed.is_server_wide(), for_server) {
+            (true, false) => Err(EngineError::Invalid(format!(
+                "capability `{capability}` is server-wide: it runs as the server's SSH user and \
+                 reaches every environment on the server, so it is granted for one server \
+                 (`server_id`), never for an environment, a project or the organization"
+            ))),
+            (false, true) => Err(EngineError::Invalid(format!(
+                "capability `{capability}` is an environment's: only server-wide capabilities \
+                 (ssh.exec, ssh.shell, ssh.files) are granted for a server"
+            ))),
+            _ => Ok(()),
         }
-        Err(EngineError::Forbidden(format!(
-            "capability `{capability}` is above the organization's grant ceiling ({}); the \
-             operator can raise it",
-            if ceiling.is_empty() {
-                "nothing".to_string()
-            } else {
-                ceiling.join(", ")
-            }
-        )))
+    }
+
+    /// How many runs may run at once, on the control plane and per organization by default.
+    pub fn run_limits(&self) -> RunLimits {
+        self.config.runs
     }
 
     /// The egress policy every tenant connection goes through.
@@ -440,6 +408,35 @@ impl Engine {
 
     pub fn data_dir(&self) -> &std::path::Path {
         &self.config.data_dir
+    }
+}
+
+/// The record of the state a host key is pinned on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum PinOn {
+    Server(i64),
+    StorageTarget(i64),
+}
+
+/// Pins the first contact's host key on a record of the state, unless another contact pinned one
+/// first (the store's update is atomic).
+struct StatePin {
+    store: Arc<berth_state::Store>,
+    on: PinOn,
+}
+
+impl PinRecord for StatePin {
+    fn pin(&self, key: &str) -> Result<String, String> {
+        let pinned = match self.on {
+            PinOn::Server(id) => self.store.pin_host_key(id, key),
+            PinOn::StorageTarget(id) => self.store.pin_storage_target_host_key(id, key),
+        }
+        .map_err(|e| e.to_string())?;
+        if pinned == key {
+            let fingerprint = berth_backends::ssh::host_key_fingerprint(key).unwrap_or_default();
+            tracing::info!(record = ?self.on, %fingerprint, "host key pinned at the first contact");
+        }
+        Ok(pinned)
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use berth_backends::database::DbAccess;
 use berth_backends::docker::Scope;
 use berth_backends::ssh::Target;
+use berth_runtime::grants::{EnvRef, Scope as GrantScope};
 use berth_runtime::settings::Secret;
 use berth_runtime::{
     Capability, Conventions, Environment, EnvironmentSettings, Event, Grant, Invocation, Limits,
@@ -43,11 +44,11 @@ pub(crate) async fn execute(
     inputs: RunInputs,
     cancel: Arc<Notify>,
 ) {
-    if let Err(e) = engine.store.start_run(run_id) {
-        let error = format!("cannot start: {e}");
-        return finish(engine, run_id, RunStatus::Failed, Some(&error));
-    }
     announce(engine, run_id, "run started");
+    // A pushed commit the tracked branch does not reach is refused before anything is prepared.
+    if let Err(error) = crate::pushed::check(engine, run_id, &inputs).await {
+        return finish(engine, run_id, RunStatus::Failed, Some(&error.to_string()));
+    }
     let prepared = match prepare(engine, run_id, operation, inputs) {
         Ok(prepared) => prepared,
         Err(error) => return finish(engine, run_id, RunStatus::Failed, Some(&error.to_string())),
@@ -332,8 +333,13 @@ fn prepare(
             port: server.port,
         },
     };
-    let env_scope = berth_runtime::Scope::environment(&org.name, &project.name, &env.name);
-    let grants = grants(engine, env.id, &env_scope)?;
+    let env_ref = EnvRef {
+        organization: org.name.clone(),
+        project: project.name.clone(),
+        environment: env.name.clone(),
+        server: server.name.clone(),
+    };
+    let grants = grants(engine, env.id, &env_ref)?;
     let key = engine.ssh_key_path(env.organization_id, &server.ssh_key)?;
     let pool = engine.pool(&key)?;
     let workspace = workspace_dir(engine, run_id);
@@ -363,6 +369,7 @@ fn prepare(
             host: server.host.clone(),
             port: server.port,
             user: server.user.clone(),
+            host_key: engine.host_key(server.host_key.clone(), crate::PinOn::Server(server.id)),
         },
         database: Some(DbAccess {
             host: String::new(),
@@ -455,13 +462,9 @@ fn repositories(
 }
 
 /// What each plugin may do in this run: the platform's lifecycle plugins hold what they declare
-/// (the platform team vouches for them); hook plugins what an operator granted for this
-/// environment (or wider).
-fn grants(
-    engine: &Engine,
-    env_id: i64,
-    scope: &berth_runtime::Scope,
-) -> Result<Vec<Grant>, EngineError> {
+/// (the platform team vouches for them), each server-wide capability for the run's server; hook
+/// plugins what their organization granted for this environment (or wider), or for its server.
+fn grants(engine: &Engine, env_id: i64, env: &EnvRef) -> Result<Vec<Grant>, EngineError> {
     let mut grants = Vec::new();
     for plugin in engine.plugins.platform().iter() {
         if plugin.description().role == berth_runtime::Role::Lifecycle {
@@ -469,11 +472,12 @@ fn grants(
                 grants.push(Grant {
                     plugin: plugin.name().to_string(),
                     capability: capability.clone(),
-                    scope: scope.clone(),
+                    scope: GrantScope::of_run(capability, env),
                 });
             }
         }
     }
+    let env_scope = GrantScope::environment(&env.organization, &env.project, &env.environment);
     for grant in engine.store.grants_for(env_id)? {
         let capability: Capability =
             grant
@@ -485,10 +489,15 @@ fn grants(
                         message: e.to_string(),
                     },
                 )?;
+        // The store gave the grants covering this environment: a server's grant is its server's.
+        let scope = match grant.server_id {
+            Some(_) => GrantScope::server(&env.organization, &env.server),
+            None => env_scope.clone(),
+        };
         grants.push(Grant {
             plugin: grant.plugin,
             capability,
-            scope: scope.clone(),
+            scope,
         });
     }
     Ok(grants)
@@ -620,6 +629,11 @@ pub(crate) fn finish(engine: &Engine, run_id: i64, status: RunStatus, error: Opt
     if let Err(e) = engine.store.finish_run(run_id, status, error) {
         tracing::error!(run = run_id, "cannot record its end: {e}");
     }
+    finish_event(engine, run_id, status, error);
+}
+
+/// Tells the run's subscribers how it ended.
+pub(crate) fn finish_event(engine: &Engine, run_id: i64, status: RunStatus, error: Option<&str>) {
     let status_name = serde_json::to_value(status)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))

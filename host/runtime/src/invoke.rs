@@ -99,6 +99,7 @@ impl Invocation {
             organization: env.organization.clone(),
             project: env.project.clone(),
             environment: env.name.clone(),
+            server: env.server.name.clone(),
         }
     }
 }

@@ -13,7 +13,8 @@
 //! - [`dispatch`]: running every hook subscribed to a hook point, in a deterministic order;
 //! - [`grants`] and [`audit`]: effective rights = declared ∩ granted ∩ the run's scope, checked at the
 //!   door of every host call, each decision recorded;
-//! - [`lend`]: what a run lends each capability, one typed context each;
+//! - [`lend`]: what a run lends each capability, one typed context each; [`workspace`]: the run's
+//!   directory and its disk quota, which `files` and `blobs` share;
 //! - [`capabilities`]: the host side of each WIT interface, one module per interface, same shape
 //!   each; [`bindings`]: the contract's types in Rust, and [`bindings::Fault`], how host calls fail.
 
@@ -34,6 +35,7 @@ mod roles;
 pub mod runlog;
 pub mod settings;
 pub mod state;
+pub mod workspace;
 
 pub use audit::{AuditRecord, AuditSink, JsonlAudit, MemoryAudit};
 pub use berth_contract::Operation;
@@ -45,7 +47,6 @@ pub use bindings::types::{
     Environment, Error as WitError, Event, Role, RunInfo, Server, Stage, StepContext, StepOutcome,
     Verdict,
 };
-pub use capabilities::files::Workspace;
 pub use capabilities::operation::RunContext;
 pub use capabilities::ssh::ServerAccess;
 pub use capabilities::storage::{StorageTarget, StorageTargets};
@@ -61,6 +62,7 @@ pub use registry::Registry;
 pub use roles::{StorageAnswer, StorageRequest};
 pub use runlog::{LogSink, MemoryLog, RunEvent};
 pub use settings::Settings;
+pub use workspace::Workspace;
 
 /// The version of the `berth:plugin` WIT package this host implements.
 pub const WIT_VERSION: &str = "0.2.0";

@@ -136,8 +136,16 @@ impl RunState {
             })?;
         }
         if !allowed {
+            let server_wide = if cap.is_server_wide() {
+                format!(
+                    " on server {} (`{cap}` is server-wide: it is granted per server)",
+                    self.env.server
+                )
+            } else {
+                String::new()
+            };
             return Err(Error::denied(format!(
-                "{call} needs capability `{cap}`, which {} does not hold in {}",
+                "{call} needs capability `{cap}`, which {} does not hold in {}{server_wide}",
                 self.plugin, self.env
             ))
             .into());

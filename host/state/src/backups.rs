@@ -23,6 +23,9 @@ pub struct StorageTarget {
     pub backend: String,
     pub settings: BTreeMap<String, String>,
     pub user: String,
+    /// The host key an SFTP target's server must offer (an OpenSSH public key line), pinned on
+    /// this target at its first contact.
+    pub host_key: Option<String>,
     pub created_at: i64,
 }
 
@@ -48,8 +51,8 @@ impl std::fmt::Debug for NewStorageTarget {
 }
 
 impl Record for StorageTarget {
-    const SELECT: &'static str =
-        "id, organization_id, name, backend, settings, user, created_at FROM storage_targets";
+    const SELECT: &'static str = "id, organization_id, name, backend, settings, user, \
+        created_at, host_key FROM storage_targets";
     fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
         let settings: String = row.get(4)?;
         Ok(StorageTarget {
@@ -59,6 +62,7 @@ impl Record for StorageTarget {
             backend: row.get(3)?,
             settings: serde_json::from_str(&settings).unwrap_or_default(),
             user: row.get(5)?,
+            host_key: row.get(7)?,
             created_at: row.get(6)?,
         })
     }
@@ -193,6 +197,17 @@ impl Store {
                 params![org_id, name],
             )
             .found(|| format!("storage target {name:?}"))
+        })
+    }
+
+    /// Pins `key` (an OpenSSH public key line, offered at the first contact) as the host key of
+    /// target `target_id`'s SFTP server unless one is pinned; answers the key pinned now.
+    pub fn pin_storage_target_host_key(&self, target_id: i64, key: &str) -> Result<String> {
+        crate::require("host key", key)?;
+        self.write(|conn| {
+            crate::orgs::pin_once(conn, "storage_targets", target_id, key, || {
+                format!("storage target {target_id}")
+            })
         })
     }
 

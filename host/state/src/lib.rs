@@ -18,15 +18,20 @@ mod environments;
 mod events;
 mod orgs;
 mod plugins;
+mod queue;
 mod repositories;
 mod runs;
 mod seal;
 
 pub use backups::{Backup, BackupPolicy, NewBackup, NewStorageTarget, StorageTarget};
 pub use environments::{Environment, NewEnvironment, STAGES};
-pub use events::{AuditEntry, Event, EventKind, NewEvent};
+pub use events::{AuditEntry, Event, EventKind, NewEvent, Pruned, Retention};
 pub use orgs::{NewServer, Organization, Project, Server, TokenInfo};
-pub use plugins::{Grant, NewGrant, NewPlugin, PluginRecord};
+pub use plugins::{
+    Grant, GrantRequest, GrantRequestStatus, NewGrant, NewGrantRequest, NewPlugin, PluginRecord,
+    UPLOAD_WINDOW_MS, UploadQuota, UploadWindow,
+};
+pub use queue::{NewRun, Queued, RunLimits};
 pub use repositories::{NewRepository, Repository, RepositoryLevel};
 pub use runs::{Run, RunStatus, Step, StepStatus};
 
@@ -45,7 +50,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_webhook_deliveries.sql"),
     include_str!("../migrations/0004_operator.sql"),
     include_str!("../migrations/0005_token_lifetimes.sql"),
+    include_str!("../migrations/0006_run_queue.sql"),
+    include_str!("../migrations/0007_grant_requests.sql"),
+    include_str!("../migrations/0008_host_keys.sql"),
 ];
+
+/// The schema version of a state file this Berth wrote: one per migration.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// How long a statement waits for another process holding the write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

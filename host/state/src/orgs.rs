@@ -40,7 +40,8 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// The pinned OpenSSH public key line of the server (`ssh-ed25519 AAAA…`), once known.
+    /// The host key the server must offer, an OpenSSH public key line (`ssh-ed25519 AAAA…`):
+    /// given at creation, or pinned at the first contact. Every connection is checked against it.
     pub host_key: Option<String>,
     /// Where the control plane finds the private key it logs in with (a path or reference).
     pub ssh_key: String,
@@ -312,16 +313,28 @@ impl Store {
         self.read(|conn| all(conn, "WHERE organization_id = ?1 ORDER BY name", [org_id]))
     }
 
-    /// Records the server's host key (an OpenSSH public key line), learnt on first contact.
-    pub fn pin_host_key(&self, id: i64, key: &str) -> Result<()> {
+    /// Pins `key` (an OpenSSH public key line, offered at the first contact) as server `id`'s
+    /// host key unless one is pinned; answers the key pinned now (another contact may have
+    /// pinned one first, atomically).
+    pub fn pin_host_key(&self, id: i64, key: &str) -> Result<String> {
         require("host key", key)?;
+        self.write(|conn| pin_once(conn, "servers", id, key, || format!("server {id}")))
+    }
+
+    /// Replaces the pinned host key of the organization's server `id` (a server rebuilt on
+    /// purpose); `None` forgets it, and the next contact's key is pinned.
+    pub fn set_host_key(&self, org_id: i64, id: i64, key: Option<&str>) -> Result<Server> {
+        if let Some(key) = key {
+            require("host key", key)?;
+        }
         self.write(|conn| {
             touch(
                 conn,
-                "UPDATE servers SET host_key = ?2 WHERE id = ?1",
-                params![id, key],
+                "UPDATE servers SET host_key = ?3 WHERE id = ?1 AND organization_id = ?2",
+                params![id, org_id, key],
                 || format!("server {id}"),
-            )
+            )?;
+            server_in(conn, org_id, id)
         })
     }
 
@@ -367,4 +380,25 @@ pub(crate) fn project_in(conn: &Connection, org_id: i64, id: i64) -> Result<Proj
 /// The project `id`, whoever owns it.
 pub(crate) fn project_row(conn: &Connection, id: i64) -> Result<Project> {
     one(conn, "WHERE id = ?1", [id]).found(|| format!("project {id}"))
+}
+
+/// Sets the `host_key` of row `id` of `table` (a table of this crate, never a caller's text) to
+/// `key` unless it has one, in the caller's transaction; answers the key it has now.
+pub(crate) fn pin_once(
+    conn: &Connection,
+    table: &'static str,
+    id: i64,
+    key: &str,
+    what: impl FnOnce() -> String,
+) -> Result<String> {
+    conn.execute(
+        &format!("UPDATE {table} SET host_key = ?2 WHERE id = ?1 AND host_key IS NULL"),
+        params![id, key],
+    )?;
+    conn.query_row(
+        &format!("SELECT host_key FROM {table} WHERE id = ?1"),
+        [id],
+        |row| row.get(0),
+    )
+    .found(what)
 }

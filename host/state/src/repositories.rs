@@ -126,6 +126,18 @@ impl Store {
         })
     }
 
+    /// The URL of every repository, whatever its level or owner: the ones the control plane
+    /// keeps mirrors of.
+    pub fn repository_urls(&self) -> Result<Vec<String>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT DISTINCT url FROM repositories")?;
+            let urls = stmt
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(urls)
+        })
+    }
+
     /// Replaces the environment's deployed revisions with `revisions` (`(repository id, commit)`).
     pub fn set_deployed_revisions(&self, env_id: i64, revisions: &[(i64, String)]) -> Result<()> {
         self.write(|conn| {

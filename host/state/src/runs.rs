@@ -1,7 +1,8 @@
 //! Runs (one execution of an operation on an environment) and their ordered steps.
 //!
-//! An environment has at most one run queued or running: a partial unique index enforces it, so
-//! two control-plane requests racing to start a deploy cannot both win. Every status change is
+//! An environment has at most one run running: a partial unique index enforces it, so two
+//! control planes racing to start a deploy cannot both win (the queue, [`crate::queue`], decides
+//! which run starts when). Every status change is
 //! written before the engine acts on it, so a control plane that restarts finds what it was doing
 //! ([`Store::interrupt_unfinished`]) instead of silently forgetting a half-finished restore.
 
@@ -9,10 +10,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::environments::{environment_in, environment_row};
+use crate::environments::environment_in;
+use crate::queue::NewRun;
 use crate::{
-    Record, Result, SqlResultExt, StateError, Store, all, insert_returning, is_unique_violation,
-    json_column, now_ms, one, touch,
+    Record, Result, SqlResultExt, StateError, Store, all, json_column, now_ms, one, touch,
 };
 
 crate::text_enum! {
@@ -129,8 +130,9 @@ impl Record for Step {
 }
 
 impl Store {
-    /// Queues a run of `operation` on the environment, or fails with [`StateError::Busy`] naming
-    /// the run already queued or running there. `facts` must be a JSON object.
+    /// Queues a run of `operation` with no inputs on an idle environment (see
+    /// [`Store::queue_run`]), or fails with [`StateError::Busy`] naming the run already queued or
+    /// running there. `facts` must be a JSON object.
     pub fn create_run(
         &self,
         env_id: i64,
@@ -139,34 +141,23 @@ impl Store {
         facts: Value,
     ) -> Result<Run> {
         let facts = object(facts)?;
-        self.write(|conn| {
-            environment_row(conn, env_id)?;
-            let inserted = insert_returning(
-                conn,
-                "INSERT INTO runs (environment_id, operation, status, triggered_by, facts,
-                                   created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
+        let run = self
+            .queue_run(
+                NewRun {
                     env_id,
                     operation,
-                    RunStatus::Queued,
                     trigger,
-                    Value::Object(facts).to_string(),
-                    now_ms()
-                ],
-            );
-            match inserted {
-                Err(err) if is_unique_violation(&err) => {
-                    let run_id = conn.query_row(
-                        &format!("SELECT id FROM runs WHERE environment_id = ?1 AND {ACTIVE}"),
-                        [env_id],
-                        |row| row.get(0),
-                    )?;
-                    Err(StateError::Busy { run_id })
-                }
-                inserted => Ok(inserted?),
-            }
-        })
+                    coalesce: false,
+                },
+                |_| Value::Object(Map::new()),
+            )?
+            .run()
+            .clone();
+        if facts.is_empty() {
+            return Ok(run);
+        }
+        self.merge_facts(run.id, Value::Object(facts))?;
+        self.run_by_id(run.id)
     }
 
     /// Marks a queued run running.
@@ -254,12 +245,12 @@ impl Store {
         })
     }
 
-    /// For a control plane starting up: every run left queued or running becomes `interrupted`,
-    /// with an error naming the step it was in, and that step becomes `interrupted` too. Returns
-    /// those runs as they now are.
+    /// For a control plane starting up: every run left running becomes `interrupted`, with an
+    /// error naming the step it was in, and that step becomes `interrupted` too. Returns those
+    /// runs as they now are. Queued runs stay queued: the dispatcher starts them.
     pub fn interrupt_unfinished(&self) -> Result<Vec<Run>> {
         self.write(|conn| {
-            let unfinished: Vec<Run> = all(conn, &format!("WHERE {ACTIVE} ORDER BY id"), [])?;
+            let unfinished: Vec<Run> = all(conn, "WHERE status = 'running' ORDER BY id", [])?;
             let now = now_ms();
             for run in &unfinished {
                 let running_step: Option<String> = conn

@@ -3,8 +3,9 @@
 use std::os::unix::fs::PermissionsExt;
 
 use berth_state::{
-    Environment, EventKind, NewEnvironment, NewEvent, NewGrant, NewPlugin, NewRepository,
-    NewServer, Organization, RepositoryLevel, RunStatus, StateError, StepStatus, Store,
+    Environment, EventKind, NewEnvironment, NewEvent, NewGrant, NewPlugin, NewRepository, NewRun,
+    NewServer, Organization, Queued, RepositoryLevel, RunLimits, RunStatus, StateError, StepStatus,
+    Store,
 };
 use serde_json::json;
 
@@ -50,11 +51,11 @@ fn migrations_apply_on_a_fresh_file_and_reopening_is_idempotent() {
     let path = dir.path().join("state.db");
     let org_id = {
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.schema_version().unwrap(), 5);
+        assert_eq!(store.schema_version().unwrap(), berth_state::SCHEMA_VERSION);
         store.create_organization("acme").unwrap().id
     };
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.schema_version().unwrap(), 5);
+    assert_eq!(store.schema_version().unwrap(), berth_state::SCHEMA_VERSION);
     assert_eq!(store.organization(org_id).unwrap().name, "acme");
     drop(store);
     Store::open(&path).unwrap();
@@ -381,20 +382,17 @@ fn a_restarted_control_plane_interrupts_unfinished_runs() {
     let interrupted = store.interrupt_unfinished().unwrap();
     assert_eq!(
         interrupted.iter().map(|run| run.id).collect::<Vec<_>>(),
-        [running.id, queued.id]
+        [running.id]
     );
-    assert!(
-        interrupted
-            .iter()
-            .all(|run| run.status == RunStatus::Interrupted)
-    );
+    assert_eq!(interrupted[0].status, RunStatus::Interrupted);
     assert_eq!(
         interrupted[0].error.as_deref(),
         Some("interrupted: the control plane stopped during step restore-data")
     );
+    // A run that was waiting still waits: the queue is in the store, not in the control plane.
     assert_eq!(
-        interrupted[1].error.as_deref(),
-        Some("interrupted: the control plane stopped before it started")
+        store.run_by_id(queued.id).unwrap().status,
+        RunStatus::Queued
     );
     let statuses: Vec<_> = store
         .steps(running.id)
@@ -413,10 +411,147 @@ fn a_restarted_control_plane_interrupts_unfinished_runs() {
     assert_eq!(store.run_by_id(done.id).unwrap().status, RunStatus::Failed);
     assert!(store.interrupt_unfinished().unwrap().is_empty());
 
-    // The environments are free again.
+    // The environment is free again.
     store
         .create_run(a.env.id, "restore", "api", json!({}))
         .unwrap();
+}
+
+fn limits(total: u32, per_organization: u32) -> RunLimits {
+    RunLimits {
+        total,
+        per_organization,
+    }
+}
+
+/// Another environment of the tenant's project, on its server.
+fn environment(store: &Store, t: &Tenant, name: &str) -> Environment {
+    store
+        .create_environment(
+            t.org.id,
+            t.project_id,
+            NewEnvironment::new(name, "18.0", t.server_id),
+        )
+        .unwrap()
+}
+
+#[test]
+fn one_organizations_burst_waits_behind_its_own_limit() {
+    let store = Store::memory().unwrap();
+    let greedy = tenant(&store, "greedy");
+    let other = tenant(&store, "other");
+    let mut burst = vec![greedy.env.clone()];
+    burst.extend((0..5).map(|i| environment(&store, &greedy, &format!("e{i}"))));
+    let burst: Vec<_> = burst
+        .iter()
+        .map(|env| {
+            store
+                .create_run(env.id, "first-deploy", "api", json!({}))
+                .unwrap()
+        })
+        .collect();
+    let late = store
+        .create_run(other.env.id, "first-deploy", "api", json!({}))
+        .unwrap();
+
+    let two_each = limits(10, 2);
+    let first = store.claim_next_run(two_each).unwrap().unwrap();
+    assert_eq!(first.id, burst[0].id);
+    assert_eq!(first.status, RunStatus::Running);
+    // The organization running the fewest goes first: the other's run, although it came last.
+    let second = store.claim_next_run(two_each).unwrap().unwrap();
+    assert_eq!(second.id, late.id);
+    let third = store.claim_next_run(two_each).unwrap().unwrap();
+    assert_eq!(third.id, burst[1].id);
+    // The greedy organization is at its limit.
+    assert_eq!(store.claim_next_run(two_each).unwrap(), None);
+
+    store
+        .finish_run(first.id, RunStatus::Succeeded, None)
+        .unwrap();
+    assert_eq!(
+        store.claim_next_run(two_each).unwrap().unwrap().id,
+        burst[2].id
+    );
+
+    // The operator raises the organization's limit; the control plane's own limit still holds.
+    store.set_concurrent_runs(greedy.org.id, Some(10)).unwrap();
+    assert_eq!(store.concurrent_runs(greedy.org.id).unwrap(), Some(10));
+    let total = limits(4, 2);
+    assert_eq!(
+        store.claim_next_run(total).unwrap().unwrap().id,
+        burst[3].id
+    );
+    assert_eq!(
+        store.claim_next_run(total).unwrap(),
+        None,
+        "4 running in all"
+    );
+    assert!(matches!(
+        store.set_concurrent_runs(greedy.org.id, Some(0)),
+        Err(StateError::Invalid(_))
+    ));
+}
+
+#[test]
+fn a_push_during_a_run_is_coalesced_into_one_follow_up() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let push = |commit: &str| {
+        let new = NewRun {
+            env_id: t.env.id,
+            operation: "auto-deploy",
+            trigger: "github",
+            coalesce: true,
+        };
+        store.queue_run(new, |_| json!({ "commit": commit }))
+    };
+    let running = push("a").unwrap();
+    assert!(matches!(running, Queued::New(_)));
+    let running = running.run().clone();
+    assert_eq!(
+        store.claim_next_run(limits(10, 10)).unwrap().unwrap().id,
+        running.id
+    );
+
+    // Pushes while it runs: one follow-up, carrying the newest push.
+    let follow_up = push("b").unwrap();
+    assert!(matches!(follow_up, Queued::New(_)));
+    let again = push("c").unwrap();
+    assert_eq!(
+        again,
+        Queued::Coalesced(store.run_by_id(follow_up.run().id).unwrap())
+    );
+    assert_eq!(
+        store.run_inputs(follow_up.run().id).unwrap(),
+        json!({ "commit": "c" })
+    );
+    assert_eq!(
+        store.run_inputs(running.id).unwrap(),
+        json!({ "commit": "a" })
+    );
+
+    // A manual run is still refused while the environment is busy, naming the running run.
+    let busy = store.create_run(t.env.id, "redeploy", "api", json!({}));
+    assert!(matches!(busy, Err(StateError::Busy { run_id }) if run_id == running.id));
+
+    // The follow-up waits for the running run, then starts.
+    assert_eq!(store.claim_next_run(limits(10, 10)).unwrap(), None);
+    store
+        .finish_run(running.id, RunStatus::Succeeded, None)
+        .unwrap();
+    let next = store.claim_next_run(limits(10, 10)).unwrap().unwrap();
+    assert_eq!(next.id, follow_up.run().id);
+
+    // A waiting run can be cancelled before it starts; a running one is not cancelled that way.
+    let waiting = push("d").unwrap().run().clone();
+    assert!(store.cancel_queued(waiting.id).unwrap());
+    assert_eq!(
+        store.run_by_id(waiting.id).unwrap().status,
+        RunStatus::Cancelled
+    );
+    assert!(!store.cancel_queued(next.id).unwrap());
+    assert!(store.queued_runs().unwrap().is_empty());
 }
 
 #[test]
@@ -604,6 +739,7 @@ fn grants_cover_the_environments_inside_their_scope() {
         organization_id,
         project_id,
         environment_id,
+        server_id: None,
     };
     store
         .add_grant(grant("platform", None, None, None))
@@ -639,6 +775,38 @@ fn grants_cover_the_environments_inside_their_scope() {
     assert!(matches!(mismatched, Err(StateError::Invalid(_))));
     let duplicate = store.add_grant(grant("org", Some(t.org.id), None, None));
     assert!(matches!(duplicate, Err(StateError::Conflict(_))));
+
+    // A server's grant covers the environments on that server only, and names nothing narrower.
+    let on_server = |org: i64, server: i64| NewGrant {
+        server_id: Some(server),
+        ..grant("ssh.exec", Some(org), None, None)
+    };
+    let second = store.create_server(t.org.id, server("web2")).unwrap().id;
+    store.add_grant(on_server(t.org.id, second)).unwrap();
+    assert_eq!(covering(t.env.id), ["env", "org", "platform", "project"]);
+    let served = store.add_grant(on_server(t.org.id, t.server_id)).unwrap();
+    assert_eq!(
+        (served.organization_id, served.server_id),
+        (Some(t.org.id), Some(t.server_id))
+    );
+    assert_eq!(
+        covering(t.env.id),
+        ["env", "org", "platform", "project", "ssh.exec"]
+    );
+    let foreign = store.add_grant(on_server(t.org.id, other.server_id));
+    assert!(
+        matches!(foreign, Err(StateError::NotFound(_))),
+        "{foreign:?}"
+    );
+    let narrower = store.add_grant(NewGrant {
+        environment_id: Some(t.env.id),
+        ..on_server(t.org.id, t.server_id)
+    });
+    assert!(
+        matches!(narrower, Err(StateError::Invalid(_))),
+        "{narrower:?}"
+    );
+    store.remove_grant(served.id).unwrap();
 
     store.remove_grant(project.id).unwrap();
     assert_eq!(covering(t.env.id), ["env", "org", "platform"]);
@@ -696,20 +864,44 @@ fn plugins_secrets_and_host_keys() {
     );
     assert!(store.secrets(other.env.id).unwrap().is_empty());
 
+    // The first contact pins; a later one is answered the pin, never replaces it.
     assert_eq!(store.server(t.org.id, t.server_id).unwrap().host_key, None);
-    store
-        .pin_host_key(t.server_id, "ssh-ed25519 AAAAC3Nza test")
-        .unwrap();
-    let pinned = store.server(t.org.id, t.server_id).unwrap();
+    let first = "ssh-ed25519 AAAAC3Nza first";
+    assert_eq!(store.pin_host_key(t.server_id, first).unwrap(), first);
     assert_eq!(
-        pinned.host_key.as_deref(),
-        Some("ssh-ed25519 AAAAC3Nza test")
+        store
+            .pin_host_key(t.server_id, "ssh-ed25519 AAAAC3Nza second")
+            .unwrap(),
+        first
     );
+    let pinned = store.server(t.org.id, t.server_id).unwrap();
+    assert_eq!(pinned.host_key.as_deref(), Some(first));
     assert_eq!((pinned.port, pinned.user.as_str()), (22, "root"));
+    assert_eq!(
+        store
+            .server(other.org.id, other.server_id)
+            .unwrap()
+            .host_key,
+        None
+    );
     assert!(matches!(
         store.pin_host_key(999, "k"),
         Err(StateError::NotFound(_))
     ));
+    // Its organization replaces or forgets the pin; another organization cannot name it.
+    let replaced = store
+        .set_host_key(t.org.id, t.server_id, Some("ssh-ed25519 AAAAC3Nza rebuilt"))
+        .unwrap();
+    assert_eq!(
+        replaced.host_key.as_deref(),
+        Some("ssh-ed25519 AAAAC3Nza rebuilt")
+    );
+    assert!(matches!(
+        store.set_host_key(other.org.id, t.server_id, None),
+        Err(StateError::NotFound(_))
+    ));
+    let forgotten = store.set_host_key(t.org.id, t.server_id, None).unwrap();
+    assert_eq!(forgotten.host_key, None);
 }
 
 #[test]
@@ -754,9 +946,148 @@ fn storage_targets_keep_their_secret_and_backups_are_listed_newest_first() {
     let shown = serde_json::to_string(&store.storage_targets(org).unwrap()).unwrap();
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert_eq!(store.storage_target_secret(target.id).unwrap(), "s3cr3t");
+    // An SFTP server's host key is pinned on the target, once.
+    assert_eq!(target.host_key, None);
+    let key = "ssh-ed25519 AAAAC3Nza sftp";
+    assert_eq!(
+        store.pin_storage_target_host_key(target.id, key).unwrap(),
+        key
+    );
+    assert_eq!(
+        store
+            .pin_storage_target_host_key(target.id, "ssh-ed25519 AAAAC3Nza other")
+            .unwrap(),
+        key
+    );
+    assert_eq!(
+        store
+            .storage_target(org, "offsite")
+            .unwrap()
+            .host_key
+            .as_deref(),
+        Some(key)
+    );
     let bad = serde_json::json!({"name": "x", "backend": "dropbox", "user": "u", "secret": "s"});
     assert!(matches!(
         store.create_storage_target(org, serde_json::from_value(bad).unwrap()),
         Err(StateError::Invalid(_))
     ));
+}
+
+#[test]
+fn a_grant_request_waits_for_one_decision_and_an_approval_makes_the_grant() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let other = tenant(&store, "other");
+    let ask = |capability: &str, environment_id, server_id| berth_state::NewGrantRequest {
+        organization_id: t.org.id,
+        plugin: "gate".into(),
+        capability: capability.into(),
+        environment_id,
+        server_id,
+    };
+    let docker = store
+        .request_grant(ask("docker", Some(t.env.id), None))
+        .unwrap();
+    assert_eq!(docker.status, berth_state::GrantRequestStatus::Pending);
+    let again = store
+        .request_grant(ask("docker", Some(t.env.id), None))
+        .unwrap();
+    assert_eq!(again.id, docker.id, "one pending request of a grant");
+    let shell = store
+        .request_grant(ask("ssh.shell", None, Some(t.server_id)))
+        .unwrap();
+    // Another organization's environment or server cannot be named.
+    assert!(matches!(
+        store.request_grant(ask("docker", Some(other.env.id), None)),
+        Err(StateError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.request_grant(ask("ssh.exec", None, Some(other.server_id))),
+        Err(StateError::NotFound(_))
+    ));
+
+    let (approved, grant) = store.approve_grant_request(docker.id).unwrap();
+    assert_eq!(approved.status, berth_state::GrantRequestStatus::Approved);
+    assert_eq!(approved.grant_id, Some(grant.id));
+    assert_eq!(grant.environment_id, Some(t.env.id));
+    assert!(
+        store
+            .grants_for(t.env.id)
+            .unwrap()
+            .iter()
+            .any(|g| g.capability == "docker")
+    );
+    let denied = store
+        .deny_grant_request(shell.id, Some("not on this server"))
+        .unwrap();
+    assert_eq!(denied.reason.as_deref(), Some("not on this server"));
+    for decided in [docker.id, shell.id] {
+        assert!(matches!(
+            store.approve_grant_request(decided),
+            Err(StateError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.deny_grant_request(decided, None),
+            Err(StateError::Conflict(_))
+        ));
+    }
+    // Asked again after a decision: a new request.
+    let renewed = store
+        .request_grant(ask("docker", Some(t.env.id), None))
+        .unwrap();
+    assert_ne!(renewed.id, docker.id);
+    // A grant made meanwhile is linked, not duplicated.
+    let (_, same) = store.approve_grant_request(renewed.id).unwrap();
+    assert_eq!(same.id, grant.id);
+
+    let own = store.grant_requests(Some(t.org.id), None).unwrap();
+    assert_eq!(own.len(), 3);
+    assert!(
+        store
+            .grant_requests(Some(other.org.id), None)
+            .unwrap()
+            .is_empty()
+    );
+    let pending = Some(berth_state::GrantRequestStatus::Pending);
+    assert!(store.grant_requests(None, pending).unwrap().is_empty());
+}
+
+#[test]
+fn uploads_are_counted_per_organization_within_the_hour() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let other = tenant(&store, "other");
+    let two = |w: &berth_state::UploadWindow| w.uploads < 2;
+    for expected in 0..2 {
+        let (window, counted) = store.count_upload(t.org.id, 1000, two).unwrap();
+        assert!(counted);
+        assert_eq!(
+            (window.uploads, window.bytes),
+            (expected, u64::from(expected) * 1000)
+        );
+    }
+    let (window, counted) = store.count_upload(t.org.id, 1000, two).unwrap();
+    assert!(!counted, "the third is refused");
+    assert_eq!((window.uploads, window.bytes), (2, 2000));
+    assert!(window.oldest_at.is_some());
+    let (_, counted) = store.count_upload(t.org.id, 1000, two).unwrap();
+    assert!(!counted, "a refused upload is not counted");
+    let (window, counted) = store.count_upload(other.org.id, 1000, two).unwrap();
+    assert!(
+        counted && window.uploads == 0,
+        "another organization's count is its own"
+    );
+
+    assert_eq!(
+        store.upload_quota(t.org.id).unwrap(),
+        berth_state::UploadQuota::default()
+    );
+    let quota = berth_state::UploadQuota {
+        max_plugins: Some(3),
+        uploads_per_hour: None,
+        upload_mib_per_hour: Some(5),
+    };
+    store.set_upload_quota(t.org.id, &quota).unwrap();
+    assert_eq!(store.upload_quota(t.org.id).unwrap(), quota);
 }

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use berth_backends::database::{DumpFormat, Value};
+use berth_backends::database::{DumpFormat, Principal, Value};
 use berth_backends::ssh::Command;
 use berth_e2e::peak_rss_mib;
 use berth_e2e::server::{Env, start_postgres};
@@ -55,7 +55,10 @@ async fn bench() {
     let (p50, _) = percentiles(restarts);
     println!("postgres container restart          n=5    p50={p50:>10.2?}");
 
-    let db = env.database(&env.name, &access);
+    // The lifecycle's connection: it creates a table, as Odoo's role does.
+    let db = env
+        .database(&env.name, &access)
+        .acting_as(Principal::Lifecycle);
     let deadline = Instant::now() + Duration::from_secs(60);
     while db.query(&env.name, "SELECT 1", &[]).await.is_err() {
         assert!(Instant::now() < deadline);

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use berth_backends::ssh::HostKey;
 use berth_backends::storage::{Connection, Credentials, FtpTls, Protocol, Remote, TlsMode};
 use berth_e2e::{peak_rss_mib, testbed};
 use tokio::io::AsyncReadExt;
@@ -29,8 +30,6 @@ async fn bench() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(512);
     let bed = testbed();
-    let dir = tempfile::tempdir().unwrap();
-    let known_hosts = dir.path().join("known_hosts");
     let (endpoint, bucket, ak, sk) = &bed.s3;
     let login = |(_, user, password): &(String, String, String)| Credentials {
         user: user.clone(),
@@ -90,9 +89,10 @@ async fn bench() {
         peak_rss_mib()
     );
     for (name, protocol, credentials) in targets {
-        let connection = Connection::open(&protocol, &credentials, &known_hosts)
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let connection =
+            Connection::open(&protocol, &credentials, HostKey::first_contact_in_memory())
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         let key = format!("bench/{}.bin", std::process::id());
         let mut source = tokio::io::repeat(0x5a).take(bytes);
         let started = Instant::now();

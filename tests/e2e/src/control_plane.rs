@@ -75,6 +75,7 @@ impl ControlPlane {
         let config = EngineConfig {
             data_dir: data.path().to_path_buf(),
             egress,
+            runs: berth_engine::queue::DEFAULT_RUN_LIMITS,
         };
         let engine = Engine::new(store, runtime, plugins, config).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,6 +285,8 @@ pub fn commit(dir: &Path, files: &[(&str, &str)], message: &str) -> String {
 /// three levels, and the customer hook plugin `gate` uploaded.
 pub struct Fixture {
     pub cp: ControlPlane,
+    /// The organization `acme`, and its token.
+    pub org: i64,
     pub token: String,
     pub project: i64,
     pub server: i64,
@@ -360,8 +363,8 @@ pub async fn fixture() -> Fixture {
         .await
         .unwrap();
     assert_eq!(uploaded.status(), 201, "{:?}", uploaded.text().await);
-    let _ = org;
     Fixture {
+        org,
         project: project["id"].as_i64().unwrap(),
         server: server["id"].as_i64().unwrap(),
         cp,

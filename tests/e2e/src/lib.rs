@@ -57,30 +57,35 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// A run about `acme/shop/<env>`, with `grants` given to `plugin` for exactly that environment.
+    /// A run about `acme/shop/<env>`, with `grants` given to `plugin` for exactly that environment
+    /// (a server-wide capability for the server it is on).
     pub fn new(env: &str, plugin: &str, grants: &[&str]) -> Self {
         let log = Arc::new(MemoryLog::default());
         let audit = Arc::new(MemoryAudit::default());
         let workspace = tempfile::tempdir().expect("a temporary workspace");
-        let scope = Scope::environment("acme", "shop", env);
-        let grants = grants
-            .iter()
-            .map(|g| Grant {
-                plugin: plugin.into(),
-                capability: g.parse::<Capability>().expect("a known capability"),
-                scope: scope.clone(),
-            })
-            .collect();
         let invocation = Invocation::new(RunInfo {
             id: "run-1".into(),
             operation: Operation::Redeploy.into(),
             environment: environment(env),
-        })
-        .grants(grants)
-        .audit(audit.clone())
-        .log(log.clone())
-        .lend(Arc::new(Settings::default()))
-        .lend(Arc::new(Workspace::new(workspace.path())));
+        });
+        let env = invocation.env_ref();
+        let grants = grants
+            .iter()
+            .map(|g| {
+                let capability = g.parse::<Capability>().expect("a known capability");
+                Grant {
+                    plugin: plugin.into(),
+                    scope: Scope::of_run(&capability, &env),
+                    capability,
+                }
+            })
+            .collect();
+        let invocation = invocation
+            .grants(grants)
+            .audit(audit.clone())
+            .log(log.clone())
+            .lend(Arc::new(Settings::default()))
+            .lend(Arc::new(Workspace::new(workspace.path())));
         Harness {
             invocation,
             log,
@@ -131,6 +136,39 @@ pub struct TestServer {
     pub port: u16,
     /// The server's container, for tests that break things on purpose.
     pub container: String,
+}
+
+impl TestServer {
+    /// How Berth reaches this server as root, named `name`: the key it offers at the first
+    /// contact is pinned in memory, as a server's record pins it in the control plane.
+    pub fn target(&self, name: &str) -> berth_backends::ssh::Target {
+        berth_backends::ssh::Target {
+            name: name.into(),
+            host: self.host.clone(),
+            port: self.port,
+            user: "root".into(),
+            host_key: berth_backends::ssh::HostKey::first_contact_in_memory(),
+        }
+    }
+
+    /// The server's Ed25519 host key, as an OpenSSH public key line (read from its container).
+    pub fn host_key(&self) -> String {
+        let out = std::process::Command::new("docker")
+            .args([
+                "exec",
+                &self.container,
+                "cat",
+                "/etc/ssh/ssh_host_ed25519_key.pub",
+            ])
+            .output()
+            .expect("docker exec runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
 }
 
 /// Reads `target/testbed/env`; a test that needs the test bed fails here, saying how to start it.
@@ -303,7 +341,7 @@ pub mod server {
     use std::time::{Duration, Instant};
 
     use berth_backends::database::{DbAccess, EnvDatabase};
-    use berth_backends::docker::{ContainerSpec, EnvDocker, Scope, connect};
+    use berth_backends::docker::{ContainerSpec, EnvDocker, Scope};
     use berth_backends::ssh::{SshPool, Target};
 
     use super::testbed;
@@ -312,32 +350,27 @@ pub mod server {
         pub name: String,
         pub pool: Arc<SshPool>,
         pub target: Target,
-        _dir: tempfile::TempDir,
     }
 
     impl Env {
         pub fn new(name: &str) -> Self {
             let bed = testbed();
-            let dir = tempfile::tempdir().unwrap();
-            let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
-            let server = &bed.servers[0];
-            let target = Target {
-                name: "server-1".into(),
-                host: server.host.clone(),
-                port: server.port,
-                user: "root".into(),
-            };
+            let pool = Arc::new(SshPool::new(&bed.key).unwrap());
+            let target = bed.servers[0].target("server-1");
             Env {
                 name: name.into(),
                 pool,
                 target,
-                _dir: dir,
             }
         }
 
         pub fn docker(&self, env: &str) -> EnvDocker {
-            let docker = connect(self.pool.clone(), self.target.clone()).unwrap();
-            EnvDocker::new(docker, Scope::environment("acme", "shop", env))
+            EnvDocker::new(
+                self.pool.clone(),
+                self.target.clone(),
+                Scope::environment("acme", "shop", env),
+            )
+            .unwrap()
         }
 
         pub fn database(&self, env: &str, access: &DbAccess) -> EnvDatabase {
@@ -350,7 +383,8 @@ pub mod server {
         }
     }
 
-    /// Starts the environment's PostgreSQL as a deploy would and returns how to reach it.
+    /// Starts the environment's PostgreSQL as a deploy leaves it — the environment's role, owning
+    /// the environment's database — and returns how to reach it.
     pub async fn start_postgres(env: &Env) -> DbAccess {
         let docker = env.docker(&env.name);
         let spec = ContainerSpec {
@@ -363,7 +397,6 @@ pub mod server {
                     "POSTGRES_PASSWORD".into(),
                     "pw with spaces & 'quotes'".into(),
                 ),
-                ("POSTGRES_DB".into(), env.name.clone()),
             ],
             mounts: vec![("pgdata".into(), "/var/lib/postgresql/data".into(), false)],
             networks: vec!["internal".into()],
@@ -383,10 +416,28 @@ pub mod server {
         };
         let db = env.database(&env.name, &access);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(e) = db.query(&env.name, "SELECT 1", &[]).await {
+        while let Err(e) = db.list().await {
             assert!(Instant::now() < deadline, "PostgreSQL did not come up: {e}");
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        db.create_role(&env.name, "the environment's role")
+            .await
+            .unwrap();
+        db.create(&env.name, None).await.unwrap();
         access
     }
+}
+
+/// A TCP server on loopback that accepts connections and never says a word (a server that never
+/// answers SSH); returns its port.
+pub async fn silent_server() -> u16 {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    port
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use berth_backends::database::{DbAccess, EnvDatabase, Value as DbValue};
-use berth_backends::docker::{EnvDocker, Scope, connect};
-use berth_backends::ssh::{SshPool, Target};
+use berth_backends::docker::{EnvDocker, Scope};
+use berth_backends::ssh::SshPool;
 use berth_e2e::control_plane::{
     ControlPlane, Fixture, commit, fixture, report_timing, step, steps, unique,
 };
@@ -16,20 +16,16 @@ use berth_e2e::testbed;
 use serde_json::{Value, json};
 
 /// The environment's database as the primitives reach it (the test's own window on the data).
-fn env_database(cp: &ControlPlane, env_id: i64, env: &str) -> (EnvDatabase, tempfile::TempDir) {
+fn env_database(cp: &ControlPlane, env_id: i64, env: &str) -> EnvDatabase {
     let bed = testbed();
-    let dir = tempfile::tempdir().unwrap();
-    let pool = Arc::new(SshPool::new(&bed.key, &dir.path().join("known_hosts")).unwrap());
-    let target = Target {
-        name: "server-1".into(),
-        host: bed.servers[0].host.clone(),
-        port: bed.servers[0].port,
-        user: "root".into(),
-    };
-    let docker: EnvDocker = EnvDocker::new(
-        connect(pool.clone(), target.clone()).unwrap(),
+    let pool = Arc::new(SshPool::new(&bed.key).unwrap());
+    let target = bed.servers[0].target("server-1");
+    let docker = EnvDocker::new(
+        pool.clone(),
+        target.clone(),
         Scope::environment("acme", "shop", env),
-    );
+    )
+    .unwrap();
     let password = cp
         .engine
         .store
@@ -43,7 +39,7 @@ fn env_database(cp: &ControlPlane, env_id: i64, env: &str) -> (EnvDatabase, temp
         password,
         container: "db".into(),
     };
-    (EnvDatabase::new(pool, target, access, docker), dir)
+    EnvDatabase::new(pool, target, access, docker)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +115,7 @@ async fn deploy_redeploy_and_pushes_through_the_api() {
     assert_eq!(events.last().unwrap()["data"]["status"], "succeeded");
 
     // Data written to the database survives a redeploy.
-    let (db, _dir) = env_database(&f.cp, env_id, &name);
+    let db = env_database(&f.cp, env_id, &name);
     db.execute(
         &name,
         "INSERT INTO res_partner (name, email) VALUES ($1, $2)",

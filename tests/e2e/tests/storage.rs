@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_backends::ssh::HostKey;
 use berth_e2e::{Harness, component, storage_targets};
 use berth_runtime::capabilities::blobs::Blob;
 use berth_runtime::settings::Secret;
@@ -17,7 +18,7 @@ use berth_runtime::{
 use sha2::{Digest, Sha256};
 
 /// Every target of the test bed, by name, with the plugin that serves it.
-fn targets(dir: &std::path::Path) -> (StorageTargets, Vec<(&'static str, &'static str)>) {
+fn targets() -> (StorageTargets, Vec<(&'static str, &'static str)>) {
     let specs = storage_targets();
     let plugins = specs
         .iter()
@@ -41,17 +42,12 @@ fn targets(dir: &std::path::Path) -> (StorageTargets, Vec<(&'static str, &'stati
                 settings: t.settings.into_iter().collect(),
                 user: t.user,
                 secret: Secret::new(t.secret),
+                host_key: HostKey::first_contact_in_memory(),
             };
             (t.name.to_string(), target)
         })
         .collect();
-    (
-        StorageTargets {
-            targets: map,
-            known_hosts: dir.join("known_hosts"),
-        },
-        plugins,
-    )
+    (StorageTargets { targets: map }, plugins)
 }
 
 async fn load(runtime: &Runtime, name: &str) -> Plugin {
@@ -72,8 +68,7 @@ async fn sha(mut blob: Blob) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_backend_stores_lists_returns_and_deletes() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (storage, plugins) = targets(dir.path());
+    let (storage, plugins) = targets();
     // 12 MiB: more than one S3 multipart part.
     let data: Vec<u8> = (0..12u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
     let expected = hex::encode(Sha256::digest(&data));
@@ -176,7 +171,7 @@ async fn failed_check(
 async fn wrong_credentials_fail_the_check_naming_the_backend() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (mut storage, _) = targets(dir.path());
+    let (mut storage, _) = targets();
     let other_key = dir.path().join("other");
     let made = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
@@ -229,8 +224,7 @@ async fn wrong_credentials_fail_the_check_naming_the_backend() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ftp_tls_is_verified_and_never_given_up() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (storage, _) = targets(dir.path());
+    let (storage, _) = targets();
     let plugin = load(&runtime, "storage_ftp").await;
     let untrusted = [("tls", "when-offered"), ("tls-ca", "")];
     for (name, settings, says) in [
@@ -261,7 +255,6 @@ async fn ftp_tls_is_verified_and_never_given_up() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pasv_answer_cannot_send_the_data_connection_elsewhere() {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let (address, user, password) = berth_e2e::testbed().ftp_liar;
     let (host, port) = address.split_once(':').unwrap();
     let settings = [
@@ -280,9 +273,9 @@ async fn a_pasv_answer_cannot_send_the_data_connection_elsewhere() {
                 settings,
                 user,
                 secret: Secret::new(password),
+                host_key: HostKey::first_contact_in_memory(),
             },
         )]),
-        known_hosts: dir.path().join("known_hosts"),
     };
     let plugin = load(&runtime, "storage_ftp").await;
     let mut h = Harness::new("storage", plugin.name(), &["storage"]);

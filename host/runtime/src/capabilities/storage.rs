@@ -7,9 +7,9 @@
 //! Objects move between a target and host-side blobs, streamed, never through plugin memory.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use berth_backends::ssh::HostKey;
 use berth_backends::storage::{self as backend, Credentials, StorageError};
 use wasmtime::component::Resource;
 
@@ -24,20 +24,20 @@ use crate::state::RunState;
 /// An open connection to one storage target, as the plugin's handle holds it.
 pub type Connection = backend::SharedConnection;
 
-/// A storage target a run may use: its settings (shown to its backend plugin) and credentials
-/// (kept by the host).
+/// A storage target a run may use: its settings (shown to its backend plugin), credentials (kept
+/// by the host) and, for SFTP, the host key pinned on the target's record (or where to pin it).
 #[derive(Clone, Debug)]
 pub struct StorageTarget {
     pub settings: BTreeMap<String, String>,
     pub user: String,
     pub secret: Secret,
+    pub host_key: HostKey,
 }
 
-/// The storage targets of a run, and where SFTP servers' host keys are pinned.
+/// The storage targets of a run.
 #[derive(Clone, Debug, Default)]
 pub struct StorageTargets {
     pub targets: BTreeMap<String, StorageTarget>,
-    pub known_hosts: PathBuf,
 }
 
 const CAP: Capability = Capability::STORAGE;
@@ -93,7 +93,7 @@ fn ftp_tls(settings: &BTreeMap<String, String>) -> Result<backend::FtpTls, Stora
 
 impl RunState {
     /// The door of every `storage` call: the grant, then the run's target by name.
-    fn target(&mut self, call: &str, name: &str) -> Result<(StorageTarget, PathBuf), Fault> {
+    fn target(&mut self, call: &str, name: &str) -> Result<StorageTarget, Fault> {
         let targets =
             self.gate_lent::<StorageTargets>(&CAP, call, "this run has no storage targets")?;
         let target = targets.targets.get(name).cloned().ok_or_else(|| {
@@ -101,7 +101,7 @@ impl RunState {
                 "{call}: the run has no storage target named {name:?}"
             )))
         })?;
-        Ok((target, targets.known_hosts.clone()))
+        Ok(target)
     }
 
     fn connection(&mut self, call: &str, c: &Resource<Connection>) -> Result<(), Fault> {
@@ -112,7 +112,7 @@ impl RunState {
 
 impl Host for RunState {
     async fn settings(&mut self, target: String) -> Result<Vec<(String, String)>, Fault> {
-        let (target, _) = self.target("storage.settings", &target)?;
+        let target = self.target("storage.settings", &target)?;
         Ok(target.settings.into_iter().collect())
     }
 
@@ -121,7 +121,7 @@ impl Host for RunState {
         target: String,
         protocol: Protocol,
     ) -> Result<Resource<Connection>, Fault> {
-        let (found, known_hosts) = self.target("storage.connect", &target)?;
+        let found = self.target("storage.connect", &target)?;
         let protocol = match protocol {
             Protocol::S3(s) => backend::Protocol::S3 {
                 endpoint: s.endpoint,
@@ -139,7 +139,7 @@ impl Host for RunState {
             user: found.user.clone(),
             secret: found.secret.expose().to_string(),
         };
-        let connection = backend::Connection::open(&protocol, &credentials, &known_hosts)
+        let connection = backend::Connection::open(&protocol, &credentials, found.host_key)
             .await
             .map_err(storage_fault)?;
         self.push(Arc::new(connection))
@@ -225,8 +225,8 @@ mod tests {
 
     use super::super::testing::{self, Run};
     use super::{
-        Connection, Error, Fault, Protocol, Resource, RunState, StorageError, StorageTarget,
-        StorageTargets, backend, ftp_tls, remote, storage_fault,
+        Connection, Error, Fault, HostKey, Protocol, Resource, RunState, StorageError,
+        StorageTarget, StorageTargets, backend, ftp_tls, remote, storage_fault,
     };
     use crate::bindings::storage::{self, RemoteSettings, S3Settings};
     use crate::settings::Secret;
@@ -237,6 +237,7 @@ mod tests {
             settings: [("host".to_string(), "ftp.example.com".to_string())].into(),
             user: "backup".into(),
             secret: Secret::new("hunter2"),
+            host_key: HostKey::first_contact_in_memory(),
         };
         let to = |host: &str| RemoteSettings {
             host: host.into(),
@@ -293,10 +294,10 @@ mod tests {
                 .collect(),
             user: "backup".into(),
             secret: Secret::new("hunter2"),
+            host_key: HostKey::first_contact_in_memory(),
         };
         Arc::new(StorageTargets {
             targets: [("offsite".to_string(), target)].into(),
-            known_hosts: "/nonexistent/known_hosts".into(),
         })
     }
 
