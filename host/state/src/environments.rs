@@ -193,7 +193,9 @@ impl Store {
         new: NewEnvironment,
     ) -> Result<Environment> {
         new.validate()?;
-        self.write(|conn| {
+        let webhook_secret = random_hex(32);
+        let sealed = self.seal(&webhook_secret);
+        let mut env: Environment = self.write(|conn| {
             project_in(conn, org_id, project_id)?;
             server_in(conn, org_id, new.server_id)?;
             insert_returning(
@@ -220,13 +222,15 @@ impl Store {
                     new.odoo_image,
                     new.postgres_image,
                     new.http_port,
-                    random_hex(32),
+                    sealed,
                     now_ms(),
                     new.protected.unwrap_or(new.stage == "production"),
                 ],
             )
             .unique(|| format!("environment {:?} in project {project_id}", new.name))
-        })
+        })?;
+        env.webhook_secret = webhook_secret;
+        Ok(env)
     }
 
     /// Marks an environment protected (a restore needs its name typed back) or not.
@@ -243,20 +247,27 @@ impl Store {
 
     /// The environment `id`, if `org_id` owns it.
     pub fn environment(&self, org_id: i64, id: i64) -> Result<Environment> {
-        self.read(|conn| environment_in(conn, org_id, id))
+        self.opened(self.read(|conn| environment_in(conn, org_id, id))?)
     }
 
     /// The environment `id`, whoever owns it: for callers that authenticate otherwise (webhooks).
     pub fn environment_by_id(&self, id: i64) -> Result<Environment> {
-        self.read(|conn| environment_row(conn, id))
+        self.opened(self.read(|conn| environment_row(conn, id))?)
     }
 
     /// The environments of a project of `org_id`, by name.
     pub fn environments(&self, org_id: i64, project_id: i64) -> Result<Vec<Environment>> {
-        self.read(|conn| {
+        let environments = self.read(|conn| {
             project_in(conn, org_id, project_id)?;
             all(conn, "WHERE project_id = ?1 ORDER BY name", [project_id])
-        })
+        })?;
+        environments.into_iter().map(|e| self.opened(e)).collect()
+    }
+
+    /// `env` as the store read it, with its webhook secret opened (it is sealed at rest).
+    fn opened(&self, mut env: Environment) -> Result<Environment> {
+        env.webhook_secret = self.unseal(&env.webhook_secret)?;
+        Ok(env)
     }
 
     /// Records that a deploy of the environment succeeded.

@@ -55,6 +55,13 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_host_keys.sql"),
 ];
 
+/// The columns that hold secrets, sealed at rest (table, column).
+const SEALED_COLUMNS: [(&str, &str); 3] = [
+    ("environment_secrets", "value"),
+    ("storage_targets", "secret"),
+    ("environments", "webhook_secret"),
+];
+
 /// The schema version of a state file this Berth wrote: one per migration.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -181,30 +188,22 @@ impl Store {
     /// Seals, in one transaction, the secrets written before sealing existed — or, with `all`,
     /// every secret again with the sealing key.
     fn reseal(&self, all: bool) -> Result<()> {
-        let plain = |value: &String| all || !seal::Sealer::is_sealed(value);
         self.write(|conn| {
-            let secrets: Vec<(i64, String, String)> = {
-                let mut stmt =
-                    conn.prepare("SELECT environment_id, name, value FROM environment_secrets")?;
-                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for (env, name, value) in secrets.iter().filter(|(_, _, v)| plain(v)) {
-                conn.execute(
-                    "UPDATE environment_secrets SET value = ?1 WHERE environment_id = ?2 AND name = ?3",
-                    rusqlite::params![self.seal(&self.unseal(value)?), env, name],
-                )?;
-            }
-            let targets: Vec<(i64, String)> = {
-                let mut stmt = conn.prepare("SELECT id, secret FROM storage_targets")?;
-                let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                rows.collect::<rusqlite::Result<_>>()?
-            };
-            for (id, value) in targets.iter().filter(|(_, v)| plain(v)) {
-                conn.execute(
-                    "UPDATE storage_targets SET secret = ?1 WHERE id = ?2",
-                    rusqlite::params![self.seal(&self.unseal(value)?), id],
-                )?;
+            for (table, column) in SEALED_COLUMNS {
+                let values: Vec<String> = {
+                    let mut stmt = conn.prepare(&format!("SELECT {column} FROM {table}"))?;
+                    let rows = stmt.query_map([], |row| row.get(0))?;
+                    rows.collect::<rusqlite::Result<_>>()?
+                };
+                // By value: sealed values are unique (a fresh nonce each), and rows holding the
+                // same value from before sealing all take one sealed value.
+                let update = format!("UPDATE {table} SET {column} = ?1 WHERE {column} = ?2");
+                for value in values {
+                    if all || !seal::Sealer::is_sealed(&value) {
+                        let sealed = self.seal(&self.unseal(&value)?);
+                        conn.execute(&update, rusqlite::params![sealed, value])?;
+                    }
+                }
             }
             Ok(())
         })

@@ -152,11 +152,16 @@ fn secrets_are_sealed_at_rest_with_a_key_outside_the_database() {
             bytes.extend(std::fs::read(entry).unwrap());
         }
     }
-    for secret in ["pg-hunter22-secret", "s3-hunter22-secret"] {
+    let webhook = t.env.webhook_secret.clone();
+    for secret in ["pg-hunter22-secret", "s3-hunter22-secret", webhook.as_str()] {
         let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
         assert!(!found, "{secret} is in the database files in clear");
     }
     let opens_its_secrets = |store: &Store| {
+        assert_eq!(
+            store.environment_by_id(t.env.id).unwrap().webhook_secret,
+            webhook
+        );
         assert_eq!(
             store
                 .secret(t.env.id, "postgres-password")
