@@ -216,3 +216,42 @@ fn run_limit(engine: &berth_engine::Engine, id: i64) -> ApiResult<Json<serde_jso
         "default": own.is_none(),
     })))
 }
+
+#[derive(Deserialize)]
+pub(crate) struct PlatformRepository {
+    name: String,
+    url: String,
+    branch: Option<String>,
+}
+
+/// A platform repository: deployed to every environment of every organization, so only the
+/// operator adds one.
+pub(crate) async fn add_platform_repository(
+    State(engine): Shared,
+    _: Operator,
+    Json(body): Json<PlatformRepository>,
+) -> ApiResult<impl IntoResponse> {
+    engine.check_repository_url(&body.url)?;
+    if engine.store.repository_name_taken(&body.name)? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("a repository named {:?} exists already", body.name),
+        ));
+    }
+    let repository = engine.store.add_repository(berth_state::NewRepository {
+        level: berth_state::RepositoryLevel::Platform,
+        organization_id: None,
+        project_id: None,
+        name: body.name,
+        url: body.url,
+        branch: body.branch,
+    })?;
+    Ok((StatusCode::CREATED, Json(repository)))
+}
+
+pub(crate) async fn platform_repositories(
+    State(engine): Shared,
+    _: Operator,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.store.platform_repositories()?))
+}

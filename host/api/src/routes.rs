@@ -95,6 +95,11 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
             post(crate::operator::deny_grant_request),
         )
         .route(
+            "/v1/operator/repositories",
+            post(crate::operator::add_platform_repository)
+                .get(crate::operator::platform_repositories),
+        )
+        .route(
             "/v1/operator/organizations/{id}/run-limit",
             put(crate::operator::set_run_limit).get(crate::operator::get_run_limit),
         )
@@ -330,7 +335,7 @@ async fn add_repository(
         RepositoryLevel::Platform => {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "platform repositories are added by the platform's operator (`berth platform repo-add`)",
+                "platform repositories are added by the platform's operator (`POST /v1/operator/repositories`)",
             ));
         }
         RepositoryLevel::Organization => (Some(org), None),

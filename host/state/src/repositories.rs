@@ -4,7 +4,7 @@
 //! A deploy checks out, in order, the platform's repositories, then the organization's, then the
 //! project's: [`Store::repositories_for`] returns them in that order.
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
 use crate::environments::environment_row;
@@ -123,6 +123,26 @@ impl Store {
         self.read(|conn| {
             let tail = format!("WHERE level = 'platform' OR organization_id = ?1 {LEVEL_ORDER}");
             all(conn, &tail, [org_id])
+        })
+    }
+
+    /// The platform's repositories (every environment deploys them).
+    pub fn platform_repositories(&self) -> Result<Vec<Repository>> {
+        self.read(|conn| all(conn, &format!("WHERE level = 'platform' {LEVEL_ORDER}"), []))
+    }
+
+    /// Whether any repository, of any level or owner, is named `name`: a platform repository's
+    /// folder sits beside every organization's own.
+    pub fn repository_name_taken(&self, name: &str) -> Result<bool> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT 1 FROM repositories WHERE name = ?1 LIMIT 1",
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some())
         })
     }
 

@@ -1192,3 +1192,63 @@ async fn odoo_conf_is_readable_by_odoo_alone() {
         "Odoo reads its configuration"
     );
 }
+
+/// Platform repositories are deployed to every organization's environments: only the operator
+/// adds them, over the API with the operator's token as well as from the data directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_operator_adds_platform_repositories() {
+    let f = fixture().await;
+    let operator = f.cp.operator_token();
+    let body = json!({ "name": "themes", "url": "https://git.example.com/themes.git" });
+    let (status, answer) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            "/v1/operator/repositories",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let platform = json!({ "level": "platform", "name": "themes", "url": body["url"] });
+    let (status, answer) =
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            "/v1/repositories",
+            Some(platform),
+        )
+        .await;
+    assert_eq!(status, 403, "{answer}");
+
+    let added =
+        f.cp.post(&operator, "/v1/operator/repositories", body.clone())
+            .await;
+    assert_eq!(added["level"], "platform", "{added}");
+    let (status, again) =
+        f.cp.call(
+            &operator,
+            reqwest::Method::POST,
+            "/v1/operator/repositories",
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 409, "{again}");
+    // A name an organization already uses is refused too: the folders would collide.
+    let taken = json!({ "name": "shop", "url": "https://git.example.com/shop.git" });
+    let (status, answer) =
+        f.cp.call(
+            &operator,
+            reqwest::Method::POST,
+            "/v1/operator/repositories",
+            Some(taken),
+        )
+        .await;
+    assert_eq!(status, 409, "{answer}");
+    let listed = f.cp.get(&operator, "/v1/operator/repositories").await;
+    assert!(listed.to_string().contains("themes"), "{listed}");
+    let theirs = f.cp.get(&f.token, "/v1/repositories").await;
+    assert!(
+        theirs.to_string().contains("themes"),
+        "the organization sees it: {theirs}"
+    );
+}
