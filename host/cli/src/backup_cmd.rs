@@ -8,7 +8,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::client_cmd::{Api, started};
+use crate::client_cmd::{Api, lines, started};
 
 #[derive(Subcommand)]
 pub enum TargetCommand {
@@ -110,12 +110,6 @@ pub async fn target(api: &Api, command: TargetCommand) -> anyhow::Result<ExitCod
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn lines(v: &Value, line: impl Fn(&Value) -> String) -> String {
-    v.as_array()
-        .map(|items| items.iter().map(line).collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default()
 }
 
 pub async fn backup(api: &Api, command: BackupCommand) -> anyhow::Result<ExitCode> {

@@ -21,13 +21,33 @@ pub struct Api {
         env = "BERTH_URL"
     )]
     url: String,
-    /// An API token of the organization (default: the file `berth-data/token`).
+    /// An API token: the organization's (default: the file `$BERTH_DATA/token`), or for `berth
+    /// operator …` the operator's (default: `$BERTH_DATA/operator-token`, written at the control
+    /// plane's first start). `$BERTH_DATA` is `berth-data` unless set.
     #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print the API's JSON answers instead of summaries.
     #[arg(long, global = true)]
     json: bool,
+    /// Whose token file is read when no token is given: the operator's or the organization's.
+    #[arg(skip)]
+    operator: bool,
 }
+
+/// An answer of the API that is not a success: its status and its one-line reason (printable).
+#[derive(Debug)]
+pub struct ApiRefusal {
+    pub status: reqwest::StatusCode,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiRefusal {}
 
 #[derive(Subcommand)]
 pub enum KeyCommand {
@@ -140,11 +160,25 @@ pub enum RunCommand {
 }
 
 impl Api {
+    /// The same API, read with the operator's token file when no token is given.
+    pub(crate) fn for_operator(self) -> Self {
+        Api {
+            operator: true,
+            ..self
+        }
+    }
+
     fn token(&self) -> anyhow::Result<String> {
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }
-        let path = std::env::var("BERTH_DATA").unwrap_or_else(|_| "berth-data".into()) + "/token";
+        let file = if self.operator {
+            "operator-token"
+        } else {
+            "token"
+        };
+        let data = std::env::var("BERTH_DATA").unwrap_or_else(|_| "berth-data".into());
+        let path = format!("{data}/{file}");
         std::fs::read_to_string(&path)
             .map(|t| t.trim().to_string())
             .with_context(|| format!("no --token or BERTH_TOKEN, and cannot read {path}"))
@@ -171,7 +205,11 @@ impl Api {
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value["error"].as_str().unwrap_or("no detail");
-            bail!("{status}: {}", printable(message));
+            return Err(ApiRefusal {
+                status,
+                message: printable(message).into_owned(),
+            }
+            .into());
         }
         Ok(value)
     }
@@ -193,6 +231,22 @@ fn named(kind: &str) -> impl Fn(&Value) -> String + '_ {
             v["id"]
         )
     }
+}
+
+/// One line per item of a list.
+pub(crate) fn lines(v: &Value, line: impl Fn(&Value) -> String) -> String {
+    v.as_array()
+        .map(|items| items.iter().map(line).collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default()
+}
+
+/// Whether an environment is protected, from its record.
+pub(crate) fn protection(v: &Value) -> String {
+    format!(
+        "environment {} is {}protected",
+        printable(v["name"].as_str().unwrap_or("?")),
+        if v["protected"] == true { "" } else { "not " }
+    )
 }
 
 fn listed(v: &Value) -> String {
@@ -330,13 +384,7 @@ pub async fn env(api: &Api, command: EnvCommand) -> anyhow::Result<ExitCode> {
             let v = api
                 .call(Method::PUT, &path, Some(json!({ "protected": !off })))
                 .await?;
-            api.print(&v, |v| {
-                format!(
-                    "environment {} is {}protected",
-                    v["name"].as_str().unwrap_or("?"),
-                    if v["protected"] == true { "" } else { "not " }
-                )
-            });
+            api.print(&v, protection);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@
 
 mod backup_cmd;
 mod client_cmd;
+mod operator_cmd;
 mod plugin_cmd;
 mod printable;
 mod serve_cmd;
@@ -128,6 +129,20 @@ enum Command {
         #[command(subcommand)]
         command: client_cmd::RunCommand,
     },
+    /// The organization's grant requests (grants beyond its ceiling), pending and decided.
+    GrantRequests {
+        #[command(flatten)]
+        api: client_cmd::Api,
+    },
+    /// The operator's powers over the API: organizations, grant ceilings and requests, quotas,
+    /// run limits, platform repositories, protection. Take the operator's token (`--token`,
+    /// `BERTH_TOKEN`, else `$BERTH_DATA/operator-token`, written at the first start).
+    Operator {
+        #[command(flatten)]
+        api: client_cmd::Api,
+        #[command(subcommand)]
+        command: operator_cmd::OperatorCommand,
+    },
     /// Inspect and run plugins.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
@@ -240,6 +255,15 @@ fn main() -> ExitCode {
                 c::run(api, async |a| {
                     backup_cmd::restore(a, environment, from, replace_all_data, name, !no_watch)
                         .await
+                })
+                .await
+            }
+            Command::GrantRequests { api } => {
+                c::run(api, async |a| operator_cmd::own_grant_requests(a).await).await
+            }
+            Command::Operator { api, command } => {
+                c::run(api.for_operator(), async |a| {
+                    operator_cmd::operator(a, command).await
                 })
                 .await
             }

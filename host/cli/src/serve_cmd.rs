@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = DEFAULT_RUN_LIMITS.total, value_parser = clap::value_parser!(u32).range(1..))]
     max_runs: u32,
     /// How many runs one organization runs at once, unless the operator set its own limit
-    /// (`PUT /v1/operator/organizations/{id}/limits`).
+    /// (`berth operator run-limit ORG N`, `PUT /v1/operator/organizations/{id}/run-limit`).
     #[arg(long, default_value_t = DEFAULT_RUN_LIMITS.per_organization, value_parser = clap::value_parser!(u32).range(1..))]
     max_runs_per_organization: u32,
     /// How the control plane logs to standard error: `human` lines, or `json` (one object per
