@@ -140,18 +140,51 @@ impl EgressPolicy {
     /// Resolves `host` and checks every address it resolves to; the caller connects only to what
     /// this returns, so what was checked is what is reached.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressError> {
+        let name = self.name_to_resolve(host, port)?;
+        let addresses = match name {
+            Err(literal) => Ok(vec![literal]),
+            Ok(name) => tokio::net::lookup_host((name, port))
+                .await
+                .map(|found| found.collect()),
+        };
+        self.checked(host, addresses)
+    }
+
+    /// [`EgressPolicy::resolve`] for synchronous callers (libgit2's fetches run on a blocking
+    /// thread).
+    pub fn resolve_blocking(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressError> {
+        use std::net::ToSocketAddrs;
+        let addresses = match self.name_to_resolve(host, port)? {
+            Err(literal) => Ok(vec![literal]),
+            Ok(name) => (name, port).to_socket_addrs().map(|found| found.collect()),
+        };
+        self.checked(host, addresses)
+    }
+
+    /// `host` checked as written: the name left to resolve, or (`Err`) the address it spells.
+    fn name_to_resolve<'h>(
+        &self,
+        host: &'h str,
+        port: u16,
+    ) -> Result<Result<&'h str, SocketAddr>, EgressError> {
         self.check_host(host)?;
         let name = host.trim_start_matches('[').trim_end_matches(']');
-        let addresses: Vec<SocketAddr> = match literal(&name.to_ascii_lowercase()) {
-            Some(ip) => vec![SocketAddr::new(ip, port)],
-            None => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| EgressError::Unresolved {
-                    host: host.to_string(),
-                    reason: e.to_string(),
-                })?
-                .collect(),
-        };
+        Ok(match literal(&name.to_ascii_lowercase()) {
+            Some(ip) => Err(SocketAddr::new(ip, port)),
+            None => Ok(name),
+        })
+    }
+
+    /// What a lookup of `host` found, every address checked.
+    fn checked(
+        &self,
+        host: &str,
+        found: std::io::Result<Vec<SocketAddr>>,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
+        let addresses = found.map_err(|e| EgressError::Unresolved {
+            host: host.to_string(),
+            reason: e.to_string(),
+        })?;
         if addresses.is_empty() {
             return Err(EgressError::Unresolved {
                 host: host.to_string(),
@@ -163,6 +196,12 @@ impl EgressPolicy {
         }
         Ok(addresses)
     }
+}
+
+/// The host a URL names (`https://user@host:port/path` → `host`), without scheme, user or port.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    authority_host(rest.split(['/', '?', '#']).next().unwrap_or(""))
 }
 
 /// The host an authority names (`user@host:port`, `[v6]:port`, `host`), without user or port.
@@ -279,6 +318,55 @@ fn internal(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// What the connect-time tests of the git and S3 clients share: a destination that passes the
+/// check of names as written but resolves inside, and a server that counts who reached it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// This machine's own name: not `localhost`, so it passes [`super::EgressPolicy::check_host`],
+    /// yet it resolves to one of this machine's addresses (loopback or private).
+    pub fn own_name() -> String {
+        let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .expect("this machine's name (/proc/sys/kernel/hostname)");
+        name.trim().to_string()
+    }
+
+    /// A TCP server on every interface that answers each connection's request with `answer` and
+    /// counts the connections it accepted.
+    pub struct Server {
+        pub port: u16,
+        connections: Arc<AtomicUsize>,
+    }
+
+    impl Server {
+        pub fn answering(answer: String) -> Self {
+            let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let connections = Arc::new(AtomicUsize::new(0));
+            let counted = connections.clone();
+            std::thread::spawn(move || {
+                for mut stream in listener.incoming().flatten() {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    let _ = stream.write_all(answer.as_bytes());
+                }
+            });
+            Server { port, connections }
+        }
+
+        pub fn connections(&self) -> usize {
+            self.connections.load(Ordering::SeqCst)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +416,14 @@ mod tests {
     }
 
     #[test]
+    fn hosts_are_read_from_urls() {
+        assert_eq!(url_host("http://127.0.0.1:9000/bucket"), "127.0.0.1");
+        assert_eq!(url_host("https://[::1]:443"), "::1");
+        assert_eq!(url_host("https://u:p@s3.example.com"), "s3.example.com");
+        assert_eq!(url_host("https://s3.example.com?x=1"), "s3.example.com");
+    }
+
+    #[test]
     fn literals_are_read_as_the_resolver_reads_them() {
         assert_eq!(literal("127.1"), Some("127.0.0.1".parse().unwrap()));
         assert_eq!(literal("2130706433"), Some("127.0.0.1".parse().unwrap()));
@@ -347,6 +443,16 @@ mod tests {
         assert!(lab.check_host("127.0.0.1").is_err());
         assert!("10.0.0.0/33".parse::<Network>().is_err());
         assert_eq!(EgressPolicy::open().check_host("127.1"), Ok(()));
+    }
+
+    #[test]
+    fn a_blocking_resolution_checks_every_address_too() {
+        let refused = EgressPolicy::public_only()
+            .resolve_blocking(&testing::own_name(), 22)
+            .unwrap_err();
+        assert!(matches!(refused, EgressError::Internal { .. }), "{refused}");
+        let found = EgressPolicy::open().resolve_blocking("127.1", 22).unwrap();
+        assert_eq!(found, ["127.0.0.1:22".parse().unwrap()]);
     }
 
     #[tokio::test]

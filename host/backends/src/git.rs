@@ -4,6 +4,10 @@
 //!
 //! Calls here block (libgit2 is synchronous); async callers run them on a blocking thread.
 //!
+//! A fetch is a tenant's connection: its URL is checked again when it is fetched, under the egress
+//! policy (the API checked it when it was added, but a name may resolve elsewhere by now), and
+//! libgit2 follows no redirect to another host.
+//!
 //! Mirrors would otherwise grow with every repository ever added: each use marks its mirror (its
 //! directory's modification time), and [`Mirrors::prune`] removes those no repository names any
 //! more and those unused for long (a removed mirror is simply fetched whole again).
@@ -16,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use git2::{FetchOptions, ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use sha2::{Digest, Sha256};
 
+use crate::egress::{EgressPolicy, authority_host};
 use crate::ssh::{Command, SshPool, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +47,66 @@ fn failed(what: &str, err: git2::Error) -> GitError {
     }
 }
 
-/// The control plane's mirrors, one bare repository per URL under `root`.
+/// Refuses a repository URL an organization must not use: a path or `file://` on the control
+/// plane (other tenants' mirrors) unless the policy is open, a scheme other than `https://`,
+/// `ssh://` or `user@host:path`, credentials in the URL (they are shown and logged), and any host
+/// the egress policy refuses as written. Returns the host and port the URL reaches (`None`: a
+/// path).
+pub fn check_url<'u>(
+    url: &'u str,
+    egress: &EgressPolicy,
+) -> Result<Option<(&'u str, u16)>, GitError> {
+    let refuse = |why: &str| Err(GitError::Invalid(format!("repository URL {url:?}: {why}")));
+    let local = url.starts_with("file:") || url.starts_with('/') || url.starts_with('.');
+    if local {
+        return if egress.is_open() {
+            Ok(None)
+        } else {
+            refuse("a path on the control plane is not a repository an organization may use")
+        };
+    }
+    let (authority, scp, port) = if let Some(rest) = url.strip_prefix("https://") {
+        (rest.split('/').next().unwrap_or(""), false, 443)
+    } else if let Some(rest) = url.strip_prefix("ssh://") {
+        (rest.split('/').next().unwrap_or(""), false, 22)
+    } else if !url.contains("://") && url.contains('@') && url.contains(':') {
+        (url.split(':').next().unwrap_or(""), true, 22)
+    } else {
+        return refuse("use https://, ssh:// or user@host:path");
+    };
+    let userinfo = authority.rsplit_once('@').map(|(user, _)| user);
+    if !scp && userinfo.is_some_and(|u| u.contains(':')) {
+        return refuse("credentials do not belong in a URL (use an SSH deploy key)");
+    }
+    let host = authority_host(authority);
+    if host.is_empty() {
+        return refuse("it names no host");
+    }
+    if let Err(e) = egress.check_host(host) {
+        return refuse(&e.to_string());
+    }
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_port.split_once(':').map_or("", |(_, port)| port),
+    };
+    let port = match after_host.trim_start_matches(':') {
+        "" => port,
+        given if scp => return refuse(&format!("{given:?} after the host is not a port")),
+        given => match given.parse() {
+            Ok(port) => port,
+            Err(_) => return refuse(&format!("{given:?} is not a port")),
+        },
+    };
+    Ok(Some((host, port)))
+}
+
+/// The control plane's mirrors, one bare repository per URL under `root`, fetched under an egress
+/// policy.
 #[derive(Clone, Debug)]
 pub struct Mirrors {
     root: PathBuf,
+    egress: EgressPolicy,
 }
 
 impl Mirrors {
@@ -58,7 +119,15 @@ impl Mirrors {
         })?;
         Ok(Mirrors {
             root: root.to_path_buf(),
+            egress: EgressPolicy::open(),
         })
+    }
+
+    /// The mirrors with every fetch checked by `egress`: the URL as [`check_url`] checks it, and
+    /// every address its host resolves to at fetch time.
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
     }
 
     /// The directory name of `url`'s mirror.
@@ -118,13 +187,27 @@ impl Mirrors {
         Ok(removed)
     }
 
-    /// Creates or updates the mirror of `url` (all branches and tags, pruned).
+    /// Creates or updates the mirror of `url` (all branches and tags, pruned), once its URL and
+    /// every address its host resolves to now pass the egress policy.
     pub fn fetch(&self, url: &str) -> Result<(), GitError> {
         if url.is_empty() || url.starts_with('-') {
             return Err(GitError::Invalid(format!(
                 "{url:?} is not a repository URL"
             )));
         }
+        if !self.egress.is_open()
+            && let Some((host, port)) = check_url(url, &self.egress)?
+        {
+            self.egress
+                .resolve_blocking(host, port)
+                .map_err(|e| GitError::Invalid(format!("repository URL {url:?}: {e}")))?;
+        }
+        self.download(url)
+    }
+
+    /// The fetch itself, redirects to another host refused (a redirect is a destination no one
+    /// checked).
+    fn download(&self, url: &str) -> Result<(), GitError> {
         let path = self.path(url);
         let repo = match Repository::open_bare(&path) {
             Ok(repo) => repo,
@@ -135,7 +218,9 @@ impl Mirrors {
             .remote_anonymous(url)
             .map_err(|e| failed(&format!("remote {url}"), e))?;
         let mut options = FetchOptions::new();
-        options.prune(git2::FetchPrune::On);
+        options
+            .prune(git2::FetchPrune::On)
+            .follow_redirects(git2::RemoteRedirect::None);
         remote
             .fetch(
                 &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
@@ -377,13 +462,53 @@ mod tests {
 
     use std::time::{Duration, SystemTime};
 
-    use super::Mirrors;
+    use super::{GitError, Mirrors};
+    use crate::egress::EgressPolicy;
+    use crate::egress::testing::{Server, own_name};
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
     fn age(mirrors: &Mirrors, url: &str, by: Duration) {
         let dir = std::fs::File::open(mirrors.path(url)).unwrap();
         dir.set_modified(SystemTime::now() - by).unwrap();
+    }
+
+    /// A repository URL was checked only when it was added: a name that resolved to a public
+    /// address then and to the control plane's own machine at fetch time was fetched from there.
+    #[test]
+    fn a_fetch_refuses_a_name_that_now_resolves_inside() {
+        let root = tempfile::tempdir().unwrap();
+        let server = Server::answering(String::new());
+        let url = format!("https://{}:{}/acme/shop.git", own_name(), server.port);
+        let mirrors = Mirrors::new(root.path())
+            .unwrap()
+            .with_egress(EgressPolicy::public_only());
+        let refused = mirrors.fetch(&url).unwrap_err();
+        assert!(
+            matches!(&refused, GitError::Invalid(m) if m.contains("does not connect there")),
+            "{refused}"
+        );
+        assert_eq!(server.connections(), 0, "the fetch reached the server");
+        assert!(!mirrors.path(&url).exists(), "a mirror was created");
+    }
+
+    /// libgit2 followed a redirect of the first request to another host, one no policy checked
+    /// (an internal address, the metadata endpoint).
+    #[test]
+    fn a_fetch_follows_no_redirect_to_another_host() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = Server::answering(String::new());
+        let redirect = format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://localhost:{}/x.git/info/refs?service=git-upload-pack\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            inside.port
+        );
+        let outside = Server::answering(redirect);
+        let mirrors = Mirrors::new(root.path()).unwrap();
+        let url = format!("http://127.0.0.1:{}/x.git", outside.port);
+        let refused = mirrors.fetch(&url).unwrap_err();
+        assert!(refused.to_string().contains("redirect"), "{refused}");
+        assert_eq!(outside.connections(), 1);
+        assert_eq!(inside.connections(), 0, "the redirect was followed");
     }
 
     /// Mirrors once stayed on the control plane's disk forever, their repository gone or not.

@@ -95,6 +95,7 @@ pub(crate) fn targets_for(
                     ),
                 },
             )]),
+            egress: engine.egress().clone(),
         };
         // The backend runs within the same run (its log, its audit) but is lent only the target,
         // and the run's workspace for the blobs it keeps (without `files`, it cannot read it).

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use berth_backends::egress::{EgressPolicy, authority_host};
+use berth_backends::egress::{EgressPolicy, url_host};
 use berth_backends::git::Mirrors;
 use berth_backends::ssh::{HostKey, PinRecord, SshPool};
 use berth_runtime::Runtime;
@@ -167,7 +167,8 @@ impl Engine {
         std::fs::create_dir_all(config.data_dir.join("runs"))
             .map_err(|e| setup("cannot create the run directory", &e))?;
         let mirrors = Mirrors::new(&config.data_dir.join("mirrors"))
-            .map_err(|e| setup("cannot open the repository mirrors", &e))?;
+            .map_err(|e| setup("cannot open the repository mirrors", &e))?
+            .with_egress(config.egress.clone());
         for run in store.interrupt_unfinished()? {
             tracing::warn!(
                 run = run.id,
@@ -335,7 +336,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let hosts = settings
             .get("endpoint")
-            .map(|e| endpoint_host(e))
+            .map(|e| url_host(e))
             .into_iter()
             .chain(settings.get("host").map(String::as_str));
         for host in hosts.filter(|h| !h.is_empty()) {
@@ -447,63 +448,16 @@ pub fn random_secret() -> String {
     hex::encode(bytes)
 }
 
-/// The host a repository URL names; refuses what no organization may use: a path or `file://` on
-/// the control plane (other tenants' mirrors) unless the policy is open, a scheme other than
-/// `https://`, `ssh://` or `user@host:path`, credentials in the URL (they are shown and logged),
-/// and any host the egress policy refuses.
+/// [`berth_backends::git::check_url`], its refusal as the API's message.
 fn repository_url(url: &str, egress: &EgressPolicy) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("repository URL {url:?}: {why}"));
-    let local = url.starts_with("file:") || url.starts_with('/') || url.starts_with('.');
-    if local {
-        return if egress.is_open() {
-            Ok(())
-        } else {
-            refuse("a path on the control plane is not a repository an organization may use")
-        };
-    }
-    let (authority, scp) = if let Some(rest) = url.strip_prefix("https://") {
-        (rest.split('/').next().unwrap_or(""), false)
-    } else if let Some(rest) = url.strip_prefix("ssh://") {
-        (rest.split('/').next().unwrap_or(""), false)
-    } else if !url.contains("://") && url.contains('@') && url.contains(':') {
-        (url.split(':').next().unwrap_or(""), true)
-    } else {
-        return refuse("use https://, ssh:// or user@host:path");
-    };
-    let userinfo = authority.rsplit_once('@').map(|(user, _)| user);
-    if !scp && userinfo.is_some_and(|u| u.contains(':')) {
-        return refuse("credentials do not belong in a URL (use an SSH deploy key)");
-    }
-    let host = authority_host(authority);
-    if host.is_empty() {
-        return refuse("it names no host");
-    }
-    egress
-        .check_host(host)
-        .map_err(|e| format!("repository URL {url:?}: {e}"))
-}
-
-/// The host of a storage target's `endpoint` URL (`https://host:port/…`).
-fn endpoint_host(endpoint: &str) -> &str {
-    let rest = endpoint
-        .split_once("://")
-        .map_or(endpoint, |(_, rest)| rest);
-    authority_host(rest.split('/').next().unwrap_or(""))
+    berth_backends::git::check_url(url, egress)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{EgressPolicy, endpoint_host, repository_url};
-
-    #[test]
-    fn endpoint_hosts_are_read_from_urls() {
-        assert_eq!(endpoint_host("http://127.0.0.1:9000/bucket"), "127.0.0.1");
-        assert_eq!(endpoint_host("https://[::1]:443"), "::1");
-        assert_eq!(
-            endpoint_host("https://u:p@s3.example.com"),
-            "s3.example.com"
-        );
-    }
+    use super::{EgressPolicy, repository_url};
 
     #[test]
     fn repository_urls_reach_only_other_machines() {

@@ -89,10 +89,16 @@ async fn bench() {
         peak_rss_mib()
     );
     for (name, protocol, credentials) in targets {
-        let connection =
-            Connection::open(&protocol, &credentials, HostKey::first_contact_in_memory())
-                .await
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The test bed is on this machine.
+        let egress = berth_backends::egress::EgressPolicy::open();
+        let connection = Connection::open(
+            &protocol,
+            &credentials,
+            HostKey::first_contact_in_memory(),
+            &egress,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let key = format!("bench/{}.bin", std::process::id());
         let mut source = tokio::io::repeat(0x5a).take(bytes);
         let started = Instant::now();

@@ -239,6 +239,8 @@ pub async fn minio() -> berth_backends::storage::Connection {
             secret: sk.clone(),
         },
         berth_backends::ssh::HostKey::first_contact_in_memory(),
+        // The test bed is on this machine.
+        &berth_backends::egress::EgressPolicy::open(),
     )
     .await
     .unwrap()

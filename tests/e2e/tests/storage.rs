@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_backends::egress::EgressPolicy;
 use berth_backends::ssh::HostKey;
 use berth_e2e::{Harness, component, storage_targets};
 use berth_runtime::capabilities::blobs::Blob;
@@ -47,7 +48,15 @@ fn targets() -> (StorageTargets, Vec<(&'static str, &'static str)>) {
             (t.name.to_string(), target)
         })
         .collect();
-    (StorageTargets { targets: map }, plugins)
+    // The test bed's servers are on this machine.
+    let egress = EgressPolicy::open();
+    (
+        StorageTargets {
+            targets: map,
+            egress,
+        },
+        plugins,
+    )
 }
 
 async fn load(runtime: &Runtime, name: &str) -> Plugin {
@@ -276,6 +285,7 @@ async fn a_pasv_answer_cannot_send_the_data_connection_elsewhere() {
                 host_key: HostKey::first_contact_in_memory(),
             },
         )]),
+        egress: EgressPolicy::open(),
     };
     let plugin = load(&runtime, "storage_ftp").await;
     let mut h = Harness::new("storage", plugin.name(), &["storage"]);

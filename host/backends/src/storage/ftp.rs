@@ -21,6 +21,7 @@ use suppaftp::types::FileType;
 use tokio::sync::Mutex;
 
 use super::{Credentials, ObjectInfo, Remote, Result, StorageError, copy, parent, partial};
+use crate::egress::EgressPolicy;
 use crate::{Sink, Source};
 
 /// When an FTP connection is encrypted.
@@ -114,13 +115,24 @@ impl Ftp {
         }
     }
 
-    pub async fn open(remote: &Remote, tls: &FtpTls, credentials: &Credentials) -> Result<Self> {
+    /// Logs in to `remote`, connecting only to addresses `egress` checked (the name is resolved
+    /// once, here, and the connection goes to what was checked).
+    pub async fn open(
+        remote: &Remote,
+        tls: &FtpTls,
+        credentials: &Credentials,
+        egress: &EgressPolicy,
+    ) -> Result<Self> {
         let address = format!("{}:{}", remote.host, remote.port);
         let failed = |what: &str, e: suppaftp::FtpError| {
             StorageError::Failed(format!("FTP {what} at {address}: {e}"))
         };
+        let checked = egress
+            .resolve(&remote.host, remote.port)
+            .await
+            .map_err(|e| StorageError::Invalid(format!("FTP server {address}: {e}")))?;
         let connect = async || {
-            let mut stream = AsyncRustlsFtpStream::connect(&address)
+            let mut stream = AsyncRustlsFtpStream::connect(&checked[..])
                 .await
                 .map_err(|e| failed("connection", e))?;
             // Data connections go to the server the control connection reached, whatever address

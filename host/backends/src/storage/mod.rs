@@ -112,11 +112,13 @@ pub type SharedConnection = std::sync::Arc<Connection>;
 
 impl Connection {
     /// Connects and authenticates. `sftp_host_key` is the key an SFTP server must offer (the
-    /// target's pin), or where to pin the one it offers first.
+    /// target's pin), or where to pin the one it offers first. Every server (S3 endpoint, FTP and
+    /// SFTP host) is reached only at addresses `egress` checked when connecting.
     pub async fn open(
         protocol: &Protocol,
         credentials: &Credentials,
         sftp_host_key: crate::ssh::HostKey,
+        egress: &crate::egress::EgressPolicy,
     ) -> Result<Self> {
         Ok(match protocol {
             Protocol::S3 {
@@ -130,13 +132,14 @@ impl Connection {
                 bucket,
                 *path_style,
                 credentials,
-            )),
+                egress,
+            )?),
             Protocol::Ftp(remote, tls) => {
-                Connection::Ftp(ftp::Ftp::open(remote, tls, credentials).await?)
+                Connection::Ftp(ftp::Ftp::open(remote, tls, credentials, egress).await?)
             }
-            Protocol::Sftp(remote) => {
-                Connection::Sftp(sftp::Sftp::open(remote, credentials, sftp_host_key).await?)
-            }
+            Protocol::Sftp(remote) => Connection::Sftp(
+                sftp::Sftp::open(remote, credentials, sftp_host_key, egress).await?,
+            ),
         })
     }
 
@@ -235,6 +238,61 @@ fn parent(key: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::egress::EgressPolicy;
+    use crate::egress::testing::{Server, own_name};
+
+    /// FTP and SFTP servers were connected to by name, after the API's check: a name that
+    /// resolved to the control plane's own machine was reached. Now the name is resolved through
+    /// the egress policy when connecting, and only checked addresses are connected to.
+    #[tokio::test]
+    async fn ftp_and_sftp_servers_are_reached_only_at_checked_addresses() {
+        let server = Server::answering(String::new());
+        let remote = Remote {
+            host: own_name(),
+            port: server.port,
+            directory: "backups".into(),
+        };
+        let credentials = Credentials {
+            user: "u".into(),
+            secret: "-----BEGIN OPENSSH PRIVATE KEY-----".into(),
+        };
+        let tls = ftp::FtpTls {
+            mode: ftp::TlsMode::Off,
+            trusted_pem: None,
+        };
+        let policy = EgressPolicy::public_only();
+        let ftp = Connection::open(
+            &Protocol::Ftp(remote.clone(), tls),
+            &credentials,
+            crate::ssh::HostKey::Pinned(String::new()),
+            &policy,
+        )
+        .await;
+        assert!(
+            matches!(&ftp, Err(StorageError::Invalid(m)) if m.contains("does not connect there")),
+            "{:?}",
+            ftp.err()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        crate::ssh::generate_key(&key, "test").unwrap();
+        let credentials = Credentials {
+            user: "u".into(),
+            secret: std::fs::read_to_string(&key).unwrap(),
+        };
+        let sftp = Connection::open(
+            &Protocol::Sftp(remote),
+            &credentials,
+            crate::ssh::HostKey::Pinned(String::new()),
+            &policy,
+        )
+        .await;
+        let err = sftp.err().expect("refused");
+        assert!(err.to_string().contains("does not connect there"), "{err}");
+        assert_eq!(server.connections(), 0, "a client reached the server");
+    }
+
     #[test]
     fn keys_stay_inside_the_target() {
         for good in ["backups/prod/2026-11-27.zip", "a", "x.sha256"] {

@@ -1,11 +1,21 @@
 //! S3 and S3-compatible services (AWS, Cloudflare R2, Backblaze B2, MinIO…) through aws-sdk-s3:
 //! an explicit endpoint, region and addressing style (the backend plugin's presets choose them),
 //! multipart uploads in parts of [`PART_SIZE`], streamed downloads.
+//!
+//! The endpoint is a tenant's destination: the client's connector resolves every name through the
+//! egress policy ([`EgressResolver`]) and connects only to the addresses it checked, so a name that
+//! resolves elsewhere after the API's check is refused when the connection is made; an address
+//! literal (which the connector does not resolve) is checked when the client is opened. The SDK
+//! follows no redirect: an answer of 3xx is an error.
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials as AwsCredentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
+
+use crate::egress::{EgressError, EgressPolicy, url_host};
 
 use super::{Credentials, ObjectInfo, PART_SIZE, Result, StorageError, read_full};
 use crate::{Sink, Source};
@@ -35,7 +45,12 @@ fn s3_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.clone(),
         _ => match &err {
-            SdkError::DispatchFailure(e) => format!("cannot reach the endpoint ({e:?})"),
+            SdkError::DispatchFailure(e) => match e.as_connector_error().and_then(|c| refusal(c)) {
+                Some(refused) => {
+                    return StorageError::Invalid(format!("S3 {what} at {endpoint}: {refused}"));
+                }
+                None => format!("cannot reach the endpoint ({e:?})"),
+            },
             SdkError::TimeoutError(_) => "timed out".into(),
             other => format!("{other}"),
         },
@@ -54,16 +69,55 @@ fn s3_error<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
     }
 }
 
+/// The S3 connector's name resolver: [`EgressPolicy::resolve`], so every address is checked and
+/// the connector reaches only those.
+#[derive(Clone, Debug)]
+struct EgressResolver(EgressPolicy);
+
+impl ResolveDns for EgressResolver {
+    fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        DnsFuture::new(async move {
+            let addresses = self
+                .0
+                .resolve(name, 0)
+                .await
+                .map_err(ResolveDnsError::new)?;
+            Ok(addresses.into_iter().map(|a| a.ip()).collect())
+        })
+    }
+}
+
+/// The egress policy's refusal behind a failed dispatch, if that is why it failed.
+fn refusal<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e EgressError> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(refused) = error.downcast_ref::<EgressError>() {
+            return Some(refused);
+        }
+        cause = error.source();
+    }
+    None
+}
+
 impl S3 {
+    /// A client of `endpoint` whose connections go only where `egress` allows.
     pub fn open(
         endpoint: &str,
         region: &str,
         bucket: &str,
         path_style: bool,
         credentials: &Credentials,
-    ) -> Self {
+        egress: &EgressPolicy,
+    ) -> Result<Self> {
+        egress
+            .check_host(url_host(endpoint))
+            .map_err(|e| StorageError::Invalid(format!("S3 endpoint {endpoint}: {e}")))?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .build_with_resolver(EgressResolver(egress.clone()));
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
             .endpoint_url(endpoint)
             .region(Region::new(region.to_string()))
             .force_path_style(path_style)
@@ -75,11 +129,11 @@ impl S3 {
                 "berth-storage-target",
             ))
             .build();
-        S3 {
+        Ok(S3 {
             client: aws_sdk_s3::Client::from_conf(config),
             bucket: bucket.to_string(),
             endpoint: endpoint.to_string(),
-        }
+        })
     }
 
     /// One `PutObject` when the data fits in a part, a multipart upload otherwise: the first part
@@ -279,5 +333,59 @@ impl S3 {
             .await
             .map_err(|e| s3_error(&format!("deletion of {key}"), &self.endpoint, e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Credentials, S3, StorageError};
+    use crate::egress::EgressPolicy;
+    use crate::egress::testing::{Server, own_name};
+
+    fn open(endpoint: &str, egress: &EgressPolicy) -> super::Result<S3> {
+        let credentials = Credentials {
+            user: "access".into(),
+            secret: "secret".into(),
+        };
+        S3::open(endpoint, "us-east-1", "backups", true, &credentials, egress)
+    }
+
+    /// The SDK resolved an endpoint's name itself, after the API's check: a name resolving to the
+    /// control plane's own machine was reached, and its answer read.
+    #[tokio::test]
+    async fn an_endpoint_name_that_now_resolves_inside_is_refused_at_connect() {
+        let server = Server::answering(String::new());
+        let policy = EgressPolicy::public_only();
+        let s3 = open(&format!("http://{}:{}", own_name(), server.port), &policy).unwrap();
+        let refused = s3.list("").await.unwrap_err();
+        assert!(
+            matches!(&refused, StorageError::Invalid(m) if m.contains("does not connect there")),
+            "{refused}"
+        );
+        assert_eq!(server.connections(), 0, "the client reached the server");
+        let literal = open(&format!("http://127.1:{}", server.port), &policy);
+        assert!(
+            matches!(literal, Err(StorageError::Invalid(_))),
+            "127.1 was accepted"
+        );
+    }
+
+    /// An endpoint allowed when it was checked must not send the client elsewhere: the SDK
+    /// follows no redirect.
+    #[tokio::test]
+    async fn an_endpoint_redirect_is_not_followed() {
+        let inside = Server::answering(String::new());
+        let outside = Server::answering(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{}/backups\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            inside.port
+        ));
+        let s3 = open(
+            &format!("http://127.0.0.1:{}", outside.port),
+            &EgressPolicy::open(),
+        )
+        .unwrap();
+        assert!(s3.list("").await.is_err());
+        assert!(outside.connections() >= 1);
+        assert_eq!(inside.connections(), 0, "the redirect was followed");
     }
 }

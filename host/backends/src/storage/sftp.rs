@@ -2,6 +2,7 @@
 //! secret, the server's host key pinned on the target's own record (its organization's), on first
 //! contact like every server Berth reaches.
 
+use crate::egress::EgressPolicy;
 use crate::ssh::{HostKey, SshPool, Target};
 
 use super::{Credentials, ObjectInfo, Remote, Result, StorageError, parent, partial};
@@ -18,10 +19,13 @@ impl Sftp {
         remote: &Remote,
         credentials: &Credentials,
         host_key: HostKey,
+        egress: &EgressPolicy,
     ) -> Result<Self> {
-        let pool = SshPool::with_key(&credentials.secret).map_err(|e| {
-            StorageError::Invalid(format!("the SFTP target's private key cannot be used: {e}"))
-        })?;
+        let pool = SshPool::with_key(&credentials.secret)
+            .map_err(|e| {
+                StorageError::Invalid(format!("the SFTP target's private key cannot be used: {e}"))
+            })?
+            .with_egress(egress.clone());
         let target = Target {
             name: format!("sftp://{}:{}", remote.host, remote.port),
             host: remote.host.clone(),

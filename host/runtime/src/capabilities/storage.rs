@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use berth_backends::egress::EgressPolicy;
 use berth_backends::ssh::HostKey;
 use berth_backends::storage::{self as backend, Credentials, StorageError};
 use wasmtime::component::Resource;
@@ -34,10 +35,11 @@ pub struct StorageTarget {
     pub host_key: HostKey,
 }
 
-/// The storage targets of a run.
+/// The storage targets of a run, and where their connections may go.
 #[derive(Clone, Debug, Default)]
 pub struct StorageTargets {
     pub targets: BTreeMap<String, StorageTarget>,
+    pub egress: EgressPolicy,
 }
 
 const CAP: Capability = Capability::STORAGE;
@@ -139,9 +141,15 @@ impl Host for RunState {
             user: found.user.clone(),
             secret: found.secret.expose().to_string(),
         };
-        let connection = backend::Connection::open(&protocol, &credentials, found.host_key)
-            .await
-            .map_err(storage_fault)?;
+        // `target` found the lent targets: their egress policy is there too.
+        let egress = self
+            .lent_ref::<StorageTargets>()
+            .map(|targets| targets.egress.clone())
+            .unwrap_or_default();
+        let connection =
+            backend::Connection::open(&protocol, &credentials, found.host_key, &egress)
+                .await
+                .map_err(storage_fault)?;
         self.push(Arc::new(connection))
     }
 }
@@ -298,6 +306,7 @@ mod tests {
         };
         Arc::new(StorageTargets {
             targets: [("offsite".to_string(), target)].into(),
+            egress: Default::default(),
         })
     }
 
