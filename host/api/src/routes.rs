@@ -15,7 +15,10 @@ use axum::{Json, Router};
 use berth_engine::Engine;
 use berth_engine::grants::GrantOutcome;
 use berth_runtime::{Operation, RunInputs};
-use berth_state::{NewEnvironment, NewGrantRequest, NewRepository, NewServer, RepositoryLevel};
+use berth_state::{
+    EnvironmentPatch, FIXED_SETTINGS, NewEnvironment, NewGrantRequest, NewRepository, NewServer,
+    RepositoryLevel,
+};
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -43,7 +46,10 @@ pub(crate) fn router() -> Router<Arc<Engine>> {
             "/v1/projects/{id}/environments",
             post(create_environment).get(list_environments),
         )
-        .route("/v1/environments/{id}", get(get_environment))
+        .route(
+            "/v1/environments/{id}",
+            get(get_environment).patch(update_environment),
+        )
         .route("/v1/environments/{id}/deploy", post(deploy))
         .route("/v1/environments/{id}/runs", get(list_runs))
         .route(
@@ -298,6 +304,37 @@ async fn get_environment(
     Path(id): Path<i64>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.store.environment(org, id)?))
+}
+
+/// Changes some of an environment's settings. A setting it keeps for life is refused by name with
+/// the reason (422); an unknown field or an empty change is a bad request (400). Nothing is
+/// deployed: the answer says whether a redeploy is needed, and for which settings.
+async fn update_environment(
+    State(engine): Shared,
+    Org(org): Org,
+    Path(id): Path<i64>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(fields) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            "the change is a JSON object of settings",
+        ));
+    };
+    // The environment is looked up first: another organization's answers 404 whatever is asked.
+    engine.store.environment(org, id)?;
+    if let Some((field, why)) = FIXED_SETTINGS.iter().find(|(f, _)| fields.contains_key(*f)) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field} cannot be changed: {why}"),
+        ));
+    }
+    let patch: EnvironmentPatch =
+        serde_json::from_value(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if patch.is_empty() {
+        return Err(ApiError::bad_request("the change names no setting"));
+    }
+    Ok(Json(engine.store.update_environment(org, id, &patch)?))
 }
 
 // ---- repositories, plugins, grants -----------------------------------------------------------

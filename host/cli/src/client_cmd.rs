@@ -122,12 +122,131 @@ pub enum EnvCommand {
     Show {
         id: i64,
     },
+    /// Change an environment's settings; says whether a redeploy is needed (none is started).
+    Set {
+        id: i64,
+        #[command(flatten)]
+        settings: EnvSettings,
+    },
     /// Mark an environment protected (a restore needs its name typed back), or not (--off).
     Protect {
         id: i64,
         #[arg(long)]
         off: bool,
     },
+}
+
+/// The settings `berth env set` changes; each one left out stays as it is.
+#[derive(Args)]
+pub struct EnvSettings {
+    /// The branch of the project's repository it runs.
+    #[arg(long)]
+    branch: Option<String>,
+    /// The domain it answers at.
+    #[arg(long)]
+    domain: Option<String>,
+    #[arg(long, value_name = "on|off")]
+    dev_mode: Option<Switch>,
+    /// Redeploy on a push to its branch.
+    #[arg(long, value_name = "on|off")]
+    auto_deploy: Option<Switch>,
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(long)]
+    memory_mb: Option<u32>,
+    #[arg(long)]
+    workers: Option<u32>,
+    #[arg(long)]
+    odoo_image: Option<String>,
+    #[arg(long)]
+    postgres_image: Option<String>,
+    #[arg(long)]
+    http_port: Option<u16>,
+    /// Go back to the default of a setting (repeatable).
+    #[arg(long, value_enum, value_name = "SETTING")]
+    clear: Vec<Clearable>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+/// The settings whose default is "none given": the repository's branch, no domain, the
+/// lifecycle's images.
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Clearable {
+    Branch,
+    Domain,
+    OdooImage,
+    PostgresImage,
+}
+
+impl EnvSettings {
+    /// The change as the API takes it.
+    fn patch(self) -> anyhow::Result<berth_state::EnvironmentPatch> {
+        let text = |value: Option<String>, which: Clearable| -> anyhow::Result<_> {
+            let cleared = self.clear.contains(&which);
+            match (value, cleared) {
+                (Some(_), true) => bail!("a setting cannot be both given and cleared"),
+                (Some(value), false) => Ok(Some(Some(value))),
+                (None, true) => Ok(Some(None)),
+                (None, false) => Ok(None),
+            }
+        };
+        let on = |switch: Option<Switch>| switch.map(|s| matches!(s, Switch::On));
+        let patch = berth_state::EnvironmentPatch {
+            branch: text(self.branch.clone(), Clearable::Branch)?,
+            domain: text(self.domain.clone(), Clearable::Domain)?,
+            odoo_image: text(self.odoo_image.clone(), Clearable::OdooImage)?,
+            postgres_image: text(self.postgres_image.clone(), Clearable::PostgresImage)?,
+            dev_mode: on(self.dev_mode),
+            auto_deploy: on(self.auto_deploy),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            workers: self.workers,
+            http_port: self.http_port,
+        };
+        if patch.is_empty() {
+            bail!("name at least one setting to change (see `berth env set --help`)");
+        }
+        Ok(patch)
+    }
+}
+
+/// What `berth env set` changed, and whether a redeploy is needed for it to take effect.
+fn settings_change(v: &Value) -> String {
+    let env = &v["environment"];
+    let names = |key: &str| {
+        v[key]
+            .as_array()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let name = printable(env["name"].as_str().unwrap_or("?"));
+    let changed = names("changed");
+    let mut out = if changed.is_empty() {
+        format!("environment {name}: nothing changed (already so)")
+    } else {
+        format!("environment {name}: changed {changed}")
+    };
+    if v["redeploy_needed"] == true {
+        out.push_str(&format!(
+            "\nredeploy needed for {} to take effect: berth deploy {}",
+            names("because"),
+            env["id"]
+        ));
+    } else if !changed.is_empty() {
+        out.push_str("\nno redeploy needed");
+    }
+    out
 }
 
 #[derive(Subcommand)]
@@ -378,6 +497,12 @@ pub async fn env(api: &Api, command: EnvCommand) -> anyhow::Result<ExitCode> {
                 .call(Method::GET, &format!("/v1/environments/{id}"), None)
                 .await?;
             api.print(&v, |v| serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+        EnvCommand::Set { id, settings } => {
+            let patch = serde_json::to_value(settings.patch()?)?;
+            let path = format!("/v1/environments/{id}");
+            let v = api.call(Method::PATCH, &path, Some(patch)).await?;
+            api.print(&v, settings_change);
         }
         EnvCommand::Protect { id, off } => {
             let path = format!("/v1/environments/{id}/protected");

@@ -133,6 +133,14 @@ fn serve_then_create_objects_and_follow_a_deploy() {
         stdout(&berth(&serving, token, &env)),
         "environment staging (id 1)"
     );
+    let set = ["env", "set", "1", "--workers", "4", "--auto-deploy", "off"];
+    assert_eq!(
+        stdout(&berth(&serving, token, &set)),
+        "environment staging: changed auto_deploy, workers\nno redeploy needed"
+    );
+    let refused = berth(&serving, token, &["env", "set", "1", "--cpus", "0"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("422"));
     let listed = stdout(&berth(&serving, token, &["project", "list", "--json"]));
     assert!(listed.contains("\"name\":\"shop\""), "{listed}");
 

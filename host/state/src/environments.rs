@@ -1,6 +1,10 @@
 //! Environments (one Odoo + PostgreSQL pair on a server, at a stage of a project) and the secrets
 //! generated for them.
 //!
+//! Settings change after creation through the same checks as at creation; what an environment
+//! keeps for life (its name, server, Odoo version) is refused with the reason, since changing it
+//! would move or migrate its data rather than set something.
+//!
 //! Secrets such as database passwords are stored in clear in the state file: Berth must hand
 //! them to the containers it starts. That is why the file is created with mode 0600, readable by
 //! the control plane's user only.
@@ -104,6 +108,18 @@ fn default_http_port() -> u16 {
 }
 
 impl NewEnvironment {
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            branch: self.branch.as_deref(),
+            domain: self.domain.as_deref(),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            http_port: self.http_port,
+            odoo_image: self.odoo_image.as_deref(),
+            postgres_image: self.postgres_image.as_deref(),
+        }
+    }
+
     /// An environment with every optional field at its default (the same defaults as JSON).
     pub fn new(name: &str, odoo_version: &str, server_id: i64) -> NewEnvironment {
         NewEnvironment {
@@ -135,6 +151,24 @@ impl NewEnvironment {
             )));
         }
         require("odoo_version", &self.odoo_version)?;
+        self.settings().check()
+    }
+}
+
+/// The settings that can change after creation, as the checks see them: one set of checks for a
+/// new environment and for a changed one.
+struct Settings<'a> {
+    branch: Option<&'a str>,
+    domain: Option<&'a str>,
+    cpus: f64,
+    memory_mb: u32,
+    http_port: u16,
+    odoo_image: Option<&'a str>,
+    postgres_image: Option<&'a str>,
+}
+
+impl Settings<'_> {
+    fn check(&self) -> Result<()> {
         if !(self.cpus.is_finite() && self.cpus > 0.0) {
             return Err(StateError::Invalid(format!(
                 "cpus {}: must be > 0",
@@ -147,7 +181,234 @@ impl NewEnvironment {
         if self.http_port == 0 {
             return Err(StateError::Invalid("http_port must not be 0".into()));
         }
+        for (field, value) in [
+            ("branch", self.branch),
+            ("odoo_image", self.odoo_image),
+            ("postgres_image", self.postgres_image),
+        ] {
+            if let Some(value) = value {
+                check_word(field, value)?;
+            }
+        }
+        if let Some(domain) = self.domain {
+            check_domain(domain)?;
+        }
         Ok(())
+    }
+}
+
+/// A branch or an image reference: one word of at most 255 bytes, no spaces or control
+/// characters (it reaches git and Docker as one argument).
+fn check_word(field: &str, value: &str) -> Result<()> {
+    if value.is_empty()
+        || value.len() > 255
+        || value.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(StateError::Invalid(format!(
+            "{field} {value:?}: 1 to 255 characters, no spaces or control characters \
+             (leave it out, or null, for the default)"
+        )));
+    }
+    Ok(())
+}
+
+/// A DNS name: dot-separated labels of letters, digits and '-' (not at a label's ends), at most
+/// 253 characters.
+fn check_domain(domain: &str) -> Result<()> {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if domain.len() <= 253 && domain.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(StateError::Invalid(format!(
+            "domain {domain:?}: expected a DNS name such as erp.example.com"
+        )))
+    }
+}
+
+/// The settings an environment keeps for its whole life, and why each cannot change
+/// (`PATCH /v1/environments/{id}` refuses them by name, naming the reason).
+pub const FIXED_SETTINGS: [(&str, &str); 6] = [
+    (
+        "odoo_version",
+        "changing the Odoo version is a migration of the environment's databases, not a setting",
+    ),
+    (
+        "name",
+        "the name is in the environment's containers, databases and directories on its server",
+    ),
+    (
+        "server_id",
+        "moving an environment moves its data: back it up and restore it into an environment on \
+         the other server",
+    ),
+    ("project_id", "an environment stays in its project"),
+    (
+        "stage",
+        "the stage is set at creation (it decided the environment's protection)",
+    ),
+    (
+        "protected",
+        "protection has its own route, PUT /v1/environments/{id}/protected, and lifting it is \
+         the operator's",
+    ),
+];
+
+/// The settings the running containers embody: a change to one takes effect at the next deploy.
+/// The others (`auto_deploy`, `branch`) are read when a push arrives or a run starts.
+pub const SETTINGS_NEEDING_REDEPLOY: [&str; 8] = [
+    "dev_mode",
+    "domain",
+    "cpus",
+    "memory_mb",
+    "workers",
+    "odoo_image",
+    "postgres_image",
+    "http_port",
+];
+
+/// A change of an environment's settings: each field left out stays as it is. For the optional
+/// ones (`branch`, `domain`, the images) `null` goes back to the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentPatch {
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub branch: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_mode: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_deploy: Option<bool>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub domain: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub odoo_image: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub postgres_image: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+}
+
+/// A present field, `null` included (`Some(None)`); an absent one is `None` (serde's default).
+fn nullable<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl EnvironmentPatch {
+    /// Whether it names no setting at all.
+    pub fn is_empty(&self) -> bool {
+        *self == EnvironmentPatch::default()
+    }
+
+    /// Writes the patch into `env`; the names of the settings whose value changed.
+    fn apply(&self, env: &mut Environment) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        put(&mut changed, "branch", &mut env.branch, &self.branch);
+        put(&mut changed, "dev_mode", &mut env.dev_mode, &self.dev_mode);
+        put(
+            &mut changed,
+            "auto_deploy",
+            &mut env.auto_deploy,
+            &self.auto_deploy,
+        );
+        put(&mut changed, "domain", &mut env.domain, &self.domain);
+        put(&mut changed, "cpus", &mut env.cpus, &self.cpus);
+        put(
+            &mut changed,
+            "memory_mb",
+            &mut env.memory_mb,
+            &self.memory_mb,
+        );
+        put(&mut changed, "workers", &mut env.workers, &self.workers);
+        put(
+            &mut changed,
+            "odoo_image",
+            &mut env.odoo_image,
+            &self.odoo_image,
+        );
+        put(
+            &mut changed,
+            "postgres_image",
+            &mut env.postgres_image,
+            &self.postgres_image,
+        );
+        put(
+            &mut changed,
+            "http_port",
+            &mut env.http_port,
+            &self.http_port,
+        );
+        changed
+    }
+}
+
+/// Sets `slot` to `value` when one is given and differs, noting `name` as changed.
+fn put<T: PartialEq + Clone>(
+    changed: &mut Vec<&'static str>,
+    name: &'static str,
+    slot: &mut T,
+    value: &Option<T>,
+) {
+    if let Some(value) = value
+        && slot != value
+    {
+        *slot = value.clone();
+        changed.push(name);
+    }
+}
+
+/// What [`Store::update_environment`] did: the environment as it is now, the settings whose value
+/// changed, and whether its running containers still embody an older value of some of them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingsChange {
+    pub environment: Environment,
+    pub changed: Vec<&'static str>,
+    /// Whether a deploy is needed for the change to take effect (never started on its own).
+    pub redeploy_needed: bool,
+    /// The changed settings of [`SETTINGS_NEEDING_REDEPLOY`], when the environment is deployed.
+    pub because: Vec<&'static str>,
+}
+
+impl Environment {
+    fn settings(&self) -> Settings<'_> {
+        Settings {
+            branch: self.branch.as_deref(),
+            domain: self.domain.as_deref(),
+            cpus: self.cpus,
+            memory_mb: self.memory_mb,
+            http_port: self.http_port,
+            odoo_image: self.odoo_image.as_deref(),
+            postgres_image: self.postgres_image.as_deref(),
+        }
     }
 }
 
@@ -231,6 +492,65 @@ impl Store {
         })?;
         env.webhook_secret = webhook_secret;
         Ok(env)
+    }
+
+    /// Changes the settings `patch` names of the environment `id`, if `org_id` owns it, after the
+    /// same checks as at creation. A run already started keeps the settings it read at its start;
+    /// a queued one reads them when it starts. Nothing is deployed here: the answer says whether a
+    /// deploy is needed for the change to take effect.
+    pub fn update_environment(
+        &self,
+        org_id: i64,
+        id: i64,
+        patch: &EnvironmentPatch,
+    ) -> Result<SettingsChange> {
+        if patch.is_empty() {
+            return Err(StateError::Invalid("the change names no setting".into()));
+        }
+        let (env, changed) = self.write(|conn| {
+            let mut env = environment_in(conn, org_id, id)?;
+            let changed = patch.apply(&mut env);
+            env.settings().check()?;
+            if !changed.is_empty() {
+                conn.execute(
+                    "UPDATE environments SET branch = ?1, dev_mode = ?2, auto_deploy = ?3,
+                         domain = ?4, cpus = ?5, memory_mb = ?6, workers = ?7, odoo_image = ?8,
+                         postgres_image = ?9, http_port = ?10
+                     WHERE id = ?11 AND organization_id = ?12",
+                    params![
+                        env.branch,
+                        env.dev_mode,
+                        env.auto_deploy,
+                        env.domain,
+                        env.cpus,
+                        env.memory_mb,
+                        env.workers,
+                        env.odoo_image,
+                        env.postgres_image,
+                        env.http_port,
+                        id,
+                        org_id,
+                    ],
+                )?;
+            }
+            Ok((env, changed))
+        })?;
+        // An environment never deployed takes every setting at its first deploy.
+        let because: Vec<&'static str> = if env.deployed {
+            changed
+                .iter()
+                .copied()
+                .filter(|name| SETTINGS_NEEDING_REDEPLOY.contains(name))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(SettingsChange {
+            environment: self.opened(env)?,
+            changed,
+            redeploy_needed: !because.is_empty(),
+            because,
+        })
     }
 
     /// Marks an environment protected (a restore needs its name typed back) or not.

@@ -24,7 +24,10 @@ mod runs;
 mod seal;
 
 pub use backups::{Backup, BackupPolicy, NewBackup, NewStorageTarget, StorageTarget};
-pub use environments::{Environment, NewEnvironment, STAGES};
+pub use environments::{
+    Environment, EnvironmentPatch, FIXED_SETTINGS, NewEnvironment, SETTINGS_NEEDING_REDEPLOY,
+    STAGES, SettingsChange,
+};
 pub use events::{AuditEntry, Event, EventKind, NewEvent, Pruned, Retention};
 pub use orgs::{NewServer, Organization, Project, Server, TokenInfo};
 pub use plugins::{

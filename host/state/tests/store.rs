@@ -3,9 +3,9 @@
 use std::os::unix::fs::PermissionsExt;
 
 use berth_state::{
-    Environment, EventKind, NewEnvironment, NewEvent, NewGrant, NewPlugin, NewRepository, NewRun,
-    NewServer, Organization, Queued, RepositoryLevel, RunLimits, RunStatus, StateError, StepStatus,
-    Store,
+    Environment, EnvironmentPatch, EventKind, NewEnvironment, NewEvent, NewGrant, NewPlugin,
+    NewRepository, NewRun, NewServer, Organization, Queued, RepositoryLevel, RunLimits, RunStatus,
+    StateError, StepStatus, Store,
 };
 use serde_json::json;
 
@@ -289,6 +289,100 @@ fn environments_validate_their_input_and_default_the_rest() {
 
     store.set_deployed(env.id).unwrap();
     assert!(store.environment_by_id(env.id).unwrap().deployed);
+}
+
+#[test]
+fn environment_settings_change_with_the_creation_checks_and_say_when_a_redeploy_is_due() {
+    let store = Store::memory().unwrap();
+    let t = tenant(&store, "acme");
+    let other = tenant(&store, "other");
+    let patch = |value| serde_json::from_value::<EnvironmentPatch>(value).unwrap();
+
+    // Never deployed: every setting is taken at the first deploy, no redeploy is due.
+    let change = store
+        .update_environment(
+            t.org.id,
+            t.env.id,
+            &patch(json!({"domain": "erp.example.com", "workers": 4, "auto_deploy": false})),
+        )
+        .unwrap();
+    assert_eq!(change.changed, ["auto_deploy", "domain", "workers"]);
+    assert!(!change.redeploy_needed && change.because.is_empty());
+    let read = store.environment(t.org.id, t.env.id).unwrap();
+    assert_eq!(read, change.environment);
+    assert_eq!(
+        (read.domain.as_deref(), read.workers, read.auto_deploy),
+        (Some("erp.example.com"), 4, false)
+    );
+    // What was not named is as it was, the webhook secret included.
+    assert_eq!(
+        (read.memory_mb, read.branch, &read.webhook_secret),
+        (t.env.memory_mb, None, &t.env.webhook_secret)
+    );
+
+    // Deployed: what the containers embody needs a redeploy, the branch and auto-deploy do not.
+    store.set_deployed(t.env.id).unwrap();
+    let change = store
+        .update_environment(
+            t.org.id,
+            t.env.id,
+            &patch(
+                json!({"odoo_image": "odoo:18.0-custom", "workers": 4, "branch": "prod",
+                          "auto_deploy": true}),
+            ),
+        )
+        .unwrap();
+    assert_eq!(change.changed, ["branch", "auto_deploy", "odoo_image"]);
+    assert!(change.redeploy_needed);
+    assert_eq!(change.because, ["odoo_image"]);
+    let change = store
+        .update_environment(t.org.id, t.env.id, &patch(json!({"branch": null})))
+        .unwrap();
+    assert_eq!(
+        (change.changed, change.redeploy_needed),
+        (vec!["branch"], false)
+    );
+    assert_eq!(change.environment.branch, None);
+    // `null` goes back to the default; an unchanged value is no change.
+    let change = store
+        .update_environment(
+            t.org.id,
+            t.env.id,
+            &patch(json!({"odoo_image": null, "workers": 4})),
+        )
+        .unwrap();
+    assert_eq!(change.because, ["odoo_image"]);
+    assert_eq!(change.environment.odoo_image, None);
+
+    // The checks of creation, and nothing written when one fails.
+    for bad in [
+        json!({"cpus": 0.0}),
+        json!({"memory_mb": 0}),
+        json!({"http_port": 0}),
+        json!({"domain": "not a domain"}),
+        json!({"domain": "-x.example.com"}),
+        json!({"odoo_image": ""}),
+        json!({"branch": "two words"}),
+        json!({"workers": 8, "cpus": -1.0}),
+    ] {
+        let result = store.update_environment(t.org.id, t.env.id, &patch(bad.clone()));
+        assert!(matches!(result, Err(StateError::Invalid(_))), "{bad}");
+    }
+    assert_eq!(store.environment(t.org.id, t.env.id).unwrap().workers, 4);
+    let mut new = NewEnvironment::new("bad-domain", "18.0", t.server_id);
+    new.domain = Some("not a domain".into());
+    let created = store.create_environment(t.org.id, t.project_id, new);
+    assert!(matches!(created, Err(StateError::Invalid(_))));
+
+    // An empty change, unknown and fixed fields, another organization's environment.
+    let empty = store.update_environment(t.org.id, t.env.id, &EnvironmentPatch::default());
+    assert!(matches!(empty, Err(StateError::Invalid(_))));
+    for refused in [json!({"colour": "red"}), json!({"odoo_version": "18.0"})] {
+        assert!(serde_json::from_value::<EnvironmentPatch>(refused).is_err());
+    }
+    let theirs = store.update_environment(other.org.id, t.env.id, &patch(json!({"workers": 1})));
+    assert!(matches!(theirs, Err(StateError::NotFound(_))));
+    assert_eq!(store.environment(t.org.id, t.env.id).unwrap().workers, 4);
 }
 
 #[test]
