@@ -196,6 +196,8 @@ pub(crate) async fn set_run_limit(
     Json(body): Json<RunLimit>,
 ) -> ApiResult<impl IntoResponse> {
     engine.store.set_concurrent_runs(id, body.concurrent_runs)?;
+    // A raised share starts what waited for it now, not at the next run's end.
+    engine.dispatch();
     run_limit(&engine, id)
 }
 

@@ -145,8 +145,13 @@ fn push(
         .as_str()
         .filter(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| ApiError::bad_request("the push has no commit (`after`)"))?;
-    let tracked = env.branch.as_deref().unwrap_or("main");
     let repository = pushed_repository(engine, &env, &payload)?;
+    // The branch the pushed repository deploys: its own, else the environment's.
+    let tracked = repository
+        .as_ref()
+        .and_then(|r| r.branch.as_deref())
+        .or(env.branch.as_deref())
+        .unwrap_or("main");
     let deleted = payload["deleted"] == true || commit.bytes().all(|b| b == b'0');
     let ignored = if deleted {
         Some("the push deleted the branch".to_string())
@@ -165,7 +170,7 @@ fn push(
         return Ok((StatusCode::ACCEPTED, Json(json!({ "ignored": reason }))));
     }
     let inputs = RunInputs::Push(Push {
-        repository,
+        repository: repository.map(|r| r.name),
         branch: branch.to_string(),
         commit: commit.to_string(),
         source: source.to_string(),
@@ -184,14 +189,14 @@ fn push(
     Ok((StatusCode::ACCEPTED, Json(answer)))
 }
 
-/// The project repository of `env` the push is about, by name: the one whose URL the payload
-/// names (GitHub's `repository.*_url`, GitLab's `project.git_*_url`), or the only one when the
-/// payload names none.
+/// The project repository of `env` the push is about: the one whose URL the payload names
+/// (GitHub's `repository.*_url`, GitLab's `project.git_*_url`), or the only one when the payload
+/// names none.
 fn pushed_repository(
     engine: &Engine,
     env: &berth_state::Environment,
     payload: &Value,
-) -> ApiResult<Option<String>> {
+) -> ApiResult<Option<berth_state::Repository>> {
     let named: Vec<&str> = [
         &payload["repository"]["clone_url"],
         &payload["repository"]["ssh_url"],
@@ -212,12 +217,11 @@ fn pushed_repository(
         .filter(|r| r.level == berth_state::RepositoryLevel::Project)
         .collect();
     let found = if named.is_empty() {
-        (project.len() == 1).then(|| project[0].name.clone())
+        (project.len() == 1).then(|| project[0].clone())
     } else {
         project
-            .iter()
+            .into_iter()
             .find(|r| named.iter().any(|url| normalise(url) == normalise(&r.url)))
-            .map(|r| r.name.clone())
     };
     Ok(found)
 }

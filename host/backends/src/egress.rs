@@ -260,13 +260,22 @@ fn canonical(ip: IpAddr) -> IpAddr {
             let s = v6.segments();
             let embedded =
                 || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-            // IPv4-compatible (`::a.b.c.d`, not `::` or `::1`) and NAT64 (`64:ff9b::a.b.c.d`).
+            // IPv4-compatible (`::a.b.c.d`, not `::` or `::1`), NAT64 (`64:ff9b::a.b.c.d`, and
+            // the local-use `64:ff9b:1::/48`), 6to4 (`2002:AABB:CCDD::`) and Teredo (`2001::/32`,
+            // the client's address stored inverted in the last 32 bits).
             let compatible = s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1);
-            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let nat64 = s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1];
+            let octets = |hi: u16, lo: u16| {
+                Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
             if let Some(v4) = v6.to_ipv4_mapped() {
                 IpAddr::V4(v4)
             } else if compatible || nat64 {
                 IpAddr::V4(embedded())
+            } else if s[0] == 0x2002 {
+                IpAddr::V4(octets(s[1], s[2]))
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                IpAddr::V4(octets(!s[6], !s[7]))
             } else {
                 ip
             }
@@ -398,6 +407,10 @@ mod tests {
             "192.168.1.2",
             "[fd00::1]",
             "[64:ff9b::a9fe:a9fe]",
+            "[64:ff9b:1::a9fe:a9fe]",
+            "[2002:a9fe:a9fe::]",
+            "[2002:7f00:1::1]",
+            "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
             "[::127.0.0.1]",
             "255.255.255.255",
             "224.0.0.1",

@@ -231,8 +231,18 @@ impl Mirrors {
     }
 
     /// Resolves a branch, tag or commit id of a fetched repository to a commit id.
+    /// A full commit id is only ever that commit: never a branch or tag someone named with 40 hex
+    /// digits to stand in for it.
     pub fn resolve(&self, url: &str, reference: &str) -> Result<String, GitError> {
         let repo = self.open(url)?;
+        if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let commit = Oid::from_str(reference)
+                .and_then(|id| repo.find_commit(id))
+                .map_err(|e| {
+                    GitError::NotFound(format!("{url} has no commit {reference}: {}", e.message()))
+                })?;
+            return Ok(commit.id().to_string());
+        }
         let candidates = [
             format!("refs/heads/{reference}"),
             format!("refs/tags/{reference}"),

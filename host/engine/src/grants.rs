@@ -29,6 +29,11 @@ impl Engine {
             ))
             .into());
         }
+        if ask.environment_id.is_some() && ask.server_id.is_some() {
+            return Err(EngineError::Invalid(
+                "a grant is for one environment or one server, not both".into(),
+            ));
+        }
         self.check_grant_scope(&ask.capability, ask.server_id.is_some())?;
         if let Some(env_id) = ask.environment_id {
             self.store.environment(org_id, env_id)?;

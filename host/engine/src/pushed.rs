@@ -24,7 +24,6 @@ pub(crate) async fn check(
     };
     let run = engine.store.run_by_id(run_id)?;
     let env = engine.store.environment_by_id(run.environment_id)?;
-    let branch = env.branch.clone().unwrap_or_else(|| "main".into());
     let repository = engine
         .store
         .repositories_for(env.id)?
@@ -35,6 +34,10 @@ pub(crate) async fn check(
                 "the push names the repository {name:?}, which the environment does not deploy"
             ))
         })?;
+    // The branch that repository deploys: its own, else the environment's.
+    let branch = (repository.branch.clone())
+        .or(env.branch.clone())
+        .unwrap_or_else(|| "main".into());
     let mirrors = engine.mirrors.clone();
     let (url, commit) = (repository.url.clone(), push.commit.clone());
     let tracked = branch.clone();

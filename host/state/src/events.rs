@@ -231,13 +231,16 @@ impl Store {
 }
 
 /// Up to `batch` finished runs, oldest first, that are beyond their environment's last `keep`
+/// (runs that started and runs that never did are counted apart, so cancelling queued runs
+/// cannot push the record of real ones out)
 /// or finished before `cutoff`, and still have something to prune (a run a backup names keeps
 /// its row once the rest is gone).
 fn expired_runs(conn: &Connection, keep: u32, cutoff: i64, batch: u32) -> Result<Vec<i64>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM (
              SELECT id, status, finished_at,
-                    ROW_NUMBER() OVER (PARTITION BY environment_id ORDER BY id DESC) AS recent
+                    ROW_NUMBER() OVER (PARTITION BY environment_id, started_at IS NULL
+                                       ORDER BY id DESC) AS recent
                FROM runs) AS r
           WHERE status NOT IN (?4, ?5)
             AND (recent > ?1 OR finished_at < ?2)
@@ -363,6 +366,26 @@ mod tests {
             store.prune_runs(&retention, now_ms(), 100).unwrap(),
             Pruned::default()
         );
+    }
+
+    /// Runs cancelled before they started cost nothing to make: 200 of them pushed a real
+    /// run's events and audit records out of the last few. They are counted apart.
+    #[test]
+    fn runs_that_never_started_cannot_push_real_ones_out() {
+        let (store, _, env, runs) = history(2);
+        for _ in 0..5 {
+            let run = store.create_run(env, "redeploy", "api", json!({})).unwrap();
+            assert!(store.cancel_queued(run.id).unwrap());
+        }
+        let retention = Retention {
+            runs_per_environment: 2,
+            max_age: Duration::from_secs(3600),
+        };
+        let pruned = store.prune_runs(&retention, now_ms(), 100).unwrap();
+        assert_eq!(pruned.runs, 3, "the cancelled runs beyond the last two");
+        for run in &runs {
+            assert_eq!(kept(&store, *run), (true, 2, 1, 1), "run {run}");
+        }
     }
 
     #[test]

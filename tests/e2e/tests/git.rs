@@ -103,6 +103,27 @@ fn a_branch_reaches_its_own_commits_only() {
     assert!(mirrors.reaches(&url, "no-such-branch", &second).is_err());
 }
 
+/// A branch or tag named with a checked commit's 40 hex digits stood in for that commit when the
+/// deploy resolved it: the check passed on one commit and another was deployed.
+#[test]
+fn a_full_commit_id_is_never_read_as_a_branch_or_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, first, second) = repository(dir.path());
+    let repo = dir.path().join("origin");
+    git(&repo, &["branch", &first, &second]);
+    git(&repo, &["tag", &second, &first]);
+    let mirrors = Mirrors::new(&dir.path().join("mirrors")).unwrap();
+    mirrors.fetch(&url).unwrap();
+    assert_eq!(mirrors.resolve(&url, &first).unwrap(), first);
+    assert_eq!(mirrors.resolve(&url, &second).unwrap(), second);
+    let absent = "0123456789abcdef0123456789abcdef01234567";
+    assert!(matches!(
+        mirrors.resolve(&url, absent),
+        Err(GitError::NotFound(_))
+    ));
+    assert_eq!(mirrors.resolve(&url, "main").unwrap(), second);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_commit_tree_is_exported_to_the_server_without_git_there() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,6 +2,11 @@
 //! Capability `docker`. The fence (labels, name prefix, no privileged mode, no host network, bind
 //! mounts only inside the environment's directory, by their real paths on the server) is
 //! `berth_backends::docker::EnvDocker`'s; a request against it is answered `denied`.
+//!
+//! A hook (any plugin but the run's lifecycle) is fenced further: its bind mounts are read-only
+//! (a container it could write a folder from could swap that folder for a link between Berth's
+//! check and Docker's start), and it neither execs in nor reads from the database's container
+//! (whose local socket trusts the superuser): its SQL goes through `database`, as its own role.
 
 use berth_backends::docker::{self as backend, DockerError, EnvDocker, Scope};
 use berth_backends::ssh::Stream;
@@ -12,7 +17,7 @@ use super::blobs::Blob;
 use crate::bindings::Fault;
 use crate::bindings::docker::{ContainerInfo, ContainerSpec, Host};
 use crate::bindings::ssh::ExecResult;
-use crate::bindings::types::Error;
+use crate::bindings::types::{Error, Role};
 use crate::grants::Capability;
 use crate::runlog::OutputLines;
 use crate::state::RunState;
@@ -31,6 +36,24 @@ impl RunState {
     fn docker(&mut self, call: &str) -> Result<EnvDocker, Fault> {
         let access = self.server(&Capability::DOCKER, call)?;
         self.env_docker(access)
+    }
+
+    /// The hooks' fence around `name`: not the environment's database container.
+    fn hook_may_enter(&self, call: &str, name: &str) -> Result<(), Fault> {
+        if self.description.role == Role::Lifecycle {
+            return Ok(());
+        }
+        let access = self.lent_ref::<super::ssh::ServerAccess>();
+        let database = access.and_then(|a| a.database.as_ref());
+        if database.is_some_and(|db| db.container == name) {
+            return Err(Error::denied(format!(
+                "{call}: {} may not enter the database's container {name:?}; its SQL goes \
+                 through `database`, as the environment's hooks role",
+                self.plugin
+            ))
+            .into());
+        }
+        Ok(())
     }
 
     fn env_docker(&self, access: super::ssh::ServerAccess) -> Result<EnvDocker, Fault> {
@@ -68,6 +91,17 @@ impl Host for RunState {
     }
 
     async fn create(&mut self, spec: ContainerSpec) -> Result<String, Fault> {
+        let docker = self.docker("docker.create")?;
+        let writable = spec.mounts.iter().find(|m| !m.read_only);
+        if let Some(mount) = writable
+            && self.description.role != Role::Lifecycle
+        {
+            return Err(Error::denied(format!(
+                "docker.create: {}'s bind mounts are read-only; {:?} asks to write",
+                self.plugin, mount.source
+            ))
+            .into());
+        }
         let spec = backend::ContainerSpec {
             name: spec.name,
             image: spec.image,
@@ -83,10 +117,7 @@ impl Host for RunState {
             restart_policy: spec.restart_policy,
             labels: spec.labels,
         };
-        self.docker("docker.create")?
-            .create(&spec)
-            .await
-            .map_err(docker_fault)
+        docker.create(&spec).await.map_err(docker_fault)
     }
 
     async fn start(&mut self, name: String) -> Result<(), Fault> {
@@ -148,6 +179,7 @@ impl Host for RunState {
         user: Option<String>,
     ) -> Result<ExecResult, Fault> {
         let docker = self.docker("docker.exec")?;
+        self.hook_may_enter("docker.exec", &name)?;
         let mut lines = OutputLines::new(self.log.clone(), format!("{} in {name}", self.plugin));
         let output = docker
             .exec(&name, &argv, user.as_deref(), &mut |stream, data| {
@@ -166,6 +198,7 @@ impl Host for RunState {
     async fn archive(&mut self, name: String, path: String) -> Result<Resource<Blob>, Fault> {
         let access = self.stream_server(&Capability::DOCKER, "docker.archive")?;
         let docker = self.env_docker(access)?;
+        self.hook_may_enter("docker.archive", &name)?;
         // Found now, read when consumed: the tar streams into whatever consumes the blob.
         docker.inspect(&name).await.map_err(docker_fault)?;
         self.push_stream(
@@ -241,6 +274,52 @@ mod tests {
         .await;
         testing::assert_unsupported_when_nothing_lent("docker", "docker.archive", missing, archive)
             .await;
+    }
+
+    /// A hook granted `docker` ran `psql -U postgres` in the database's container (whose local
+    /// socket trusts the superuser), and could race a link under a folder its own container
+    /// wrote to. A hook's bind mounts are read-only, and the database's container is not its.
+    #[tokio::test]
+    async fn a_hook_neither_writes_through_bind_mounts_nor_enters_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = berth_backends::database::DbAccess {
+            host: String::new(),
+            port: 5432,
+            user: "postgres".into(),
+            password: "secret".into(),
+            container: "db".into(),
+        };
+        let run = Run::hook()
+            .granted("docker")
+            .lend(Arc::new(testing::server_access(dir.path(), Some(database))));
+        let writable = Mount {
+            source: "data".into(),
+            target: "/mnt".into(),
+            read_only: false,
+        };
+        let err = testing::guest_error(
+            docker::Host::create(&mut run.state(), spec("swap", vec![writable], vec![])).await,
+        );
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("read-only")),
+            "{err:?}"
+        );
+        let argv = vec!["psql".to_string(), "-U".into(), "postgres".into()];
+        let err = testing::guest_error(
+            docker::Host::exec(&mut run.state(), "db".into(), argv, Some("postgres".into())).await,
+        );
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("database's container")),
+            "{err:?}"
+        );
+        let err = testing::guest_error(
+            docker::Host::archive(&mut run.state(), "db".into(), "/var/lib/postgresql".into())
+                .await,
+        );
+        assert!(
+            matches!(&err, Error::Denied(m) if m.contains("database's container")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
