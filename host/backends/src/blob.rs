@@ -535,6 +535,28 @@ impl Blob {
         })
     }
 
+    /// This blob, counted in `room` from now on: what another invocation made (a storage
+    /// backend's answer) becomes the receiver's to pay for. A pending stream just moves; stored
+    /// bytes are copied into the new room (charged there first) and the old copy is given back.
+    pub fn into_room(self, room: &Room) -> io::Result<Blob> {
+        let body = match self.body {
+            Body::Memory(held) => {
+                let mut moved = room.blob();
+                moved.append(&held.value)?;
+                moved.body
+            }
+            Body::File { spill, len } => Body::File {
+                spill: Arc::new(copy_spill(room, &spill.value, len)?),
+                len,
+            },
+            pending => pending,
+        };
+        Ok(Blob {
+            body,
+            room: room.clone(),
+        })
+    }
+
     /// The SHA-256 of a stored blob, or of a stream its consumer read to the end.
     pub async fn sha256(&mut self) -> io::Result<String> {
         if let Body::Consumed(summary) = &self.body {
@@ -709,6 +731,34 @@ mod tests {
 
     fn quota(err: &io::Error) -> &OverQuota {
         OverQuota::of(err).unwrap_or_else(|| panic!("expected a quota, got {err}"))
+    }
+
+    /// A storage backend's answer was kept in the backend's room: a hook fetching a thousand
+    /// objects held them outside its own memory cap. Moved into the receiver's room, they count
+    /// there, and the backend's room gets its bytes back.
+    #[test]
+    fn a_blob_moved_into_another_room_is_counted_there() {
+        let (backend, hook) = (room(8 << 20, None), room(2 << 20, None));
+        let megabyte = vec![7u8; SPILL_AT];
+        let mut moved = Vec::new();
+        let err = loop {
+            let mut answer = backend.blob();
+            answer.append(&megabyte).unwrap();
+            match answer.into_room(&hook) {
+                Ok(blob) => moved.push(blob),
+                Err(err) => break err,
+            }
+            assert!(moved.len() <= 2, "the hook's room holds two megabytes");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::QuotaExceeded);
+        assert_eq!(moved.len(), 2);
+        assert_eq!(hook.memory.used(), 2 << 20);
+        assert_eq!(
+            backend.memory.used(),
+            0,
+            "the backend's copies were given back"
+        );
+        assert_eq!(moved[0].read_at(0, 4).unwrap(), [7, 7, 7, 7]);
     }
 
     /// A thousand blobs of 1 MiB once held a gigabyte of host memory for a plugin capped at 64 MiB.

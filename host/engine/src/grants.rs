@@ -3,9 +3,13 @@
 //! for the operator, who approves it (the grant is made then) or denies it. An organization never
 //! decides its own requests: the API offers the decision on the operator's routes only.
 
-use berth_state::{Grant, GrantRequest, NewGrant, NewGrantRequest};
+use berth_state::{Grant, GrantRequest, GrantRequestStatus, NewGrant, NewGrantRequest};
 
 use crate::{Engine, EngineError};
+
+/// How many grant requests one organization may have waiting for the operator: its asking cannot
+/// flood the operator's list nor the state file.
+pub const MAX_PENDING_GRANT_REQUESTS: usize = 50;
 
 /// What asking for a grant came to.
 #[derive(Debug)]
@@ -46,6 +50,21 @@ impl Engine {
             self.store.storage_target(org_id, target)?;
         }
         if !self.within_ceiling(org_id, &ask.capability)? {
+            let pending = self
+                .store
+                .grant_requests(Some(org_id), Some(GrantRequestStatus::Pending))?;
+            let again = pending.iter().any(|r| {
+                r.plugin == ask.plugin
+                    && r.capability == ask.capability
+                    && r.environment_id == ask.environment_id
+                    && r.server_id == ask.server_id
+            });
+            if !again && pending.len() >= MAX_PENDING_GRANT_REQUESTS {
+                return Err(EngineError::Limited(format!(
+                    "the organization has {MAX_PENDING_GRANT_REQUESTS} grant requests waiting for \
+                     the operator already"
+                )));
+            }
             return Ok(GrantOutcome::Requested(self.store.request_grant(ask)?));
         }
         let grant = self.store.add_grant(NewGrant {

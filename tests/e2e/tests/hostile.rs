@@ -1252,3 +1252,33 @@ async fn only_the_operator_adds_platform_repositories() {
         "the organization sees it: {theirs}"
     );
 }
+
+/// Each grant above the ceiling became a pending request with no bound: an organization could
+/// flood the operator's list and the state file. At most 50 wait at once; asking again for one
+/// that waits is still answered with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn grant_requests_cannot_flood_the_operator() {
+    let f = fixture().await;
+    let ask = async |env: i64| {
+        f.cp.call(
+            &f.token,
+            reqwest::Method::POST,
+            "/v1/grants",
+            Some(json!({ "plugin": "gate", "capability": "docker", "environment_id": env })),
+        )
+        .await
+    };
+    let mut first = None;
+    for i in 0..50 {
+        let env = f.environment(&format!("flood{i}"), f.server).await;
+        let id = env["id"].as_i64().unwrap();
+        let (status, answer) = ask(id).await;
+        assert_eq!(status, 202, "{answer}");
+        first.get_or_insert(id);
+    }
+    let env = f.environment("flood50", f.server).await;
+    let (status, answer) = ask(env["id"].as_i64().unwrap()).await;
+    assert_eq!(status, 429, "{answer}");
+    let (status, answer) = ask(first.unwrap()).await;
+    assert_eq!(status, 202, "the same request again: {answer}");
+}

@@ -179,7 +179,12 @@ impl Host for RunState {
             .broker("targets.get", &target, StorageRequest::Get { key })
             .await?
         {
-            StorageAnswer::Fetched(blob) => self.push(blob),
+            // Made in the backend's invocation: counted in this plugin's room from now on.
+            StorageAnswer::Fetched(blob) => {
+                let blob = (blob.into_room(&self.room()))
+                    .map_err(|e| super::blobs::blob_error("targets.get", e))?;
+                self.push(blob)
+            }
             _ => Err(unexpected("targets.get")),
         }
     }
